@@ -1,0 +1,10 @@
+"""CenterMask for Detectron2.
+
+``import centermask`` registers every component with detectron2's registries: the VoVNet,
+MobileNetV2 and FCOS-FPN backbones, the ``FCOS`` proposal generator, ``CenterROIHeads``, the
+``SpatialAttentionMaskHead`` mask head and the ``MaskIoUHead``.
+"""
+from . import modeling  # noqa: F401  (registers the components)
+from .config import add_centermask_config, get_cfg  # noqa: F401
+
+__version__ = "0.1.0"

@@ -1,0 +1,110 @@
+"""CenterMask configuration keys.
+
+``add_centermask_config(cfg)`` adds every key of the original implementation (centermask2) with the
+same defaults to the config it is given. Unlike the original, it never touches detectron2's global
+defaults, so ``detectron2.config.get_cfg()`` stays untouched after ``import centermask``.
+"""
+from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg as _d2_get_cfg
+
+__all__ = ["add_centermask_config", "get_cfg", "check_class_counts"]
+
+
+def add_centermask_config(cfg: CN) -> CN:
+    """Add the CenterMask keys (VoVNet, MobileNet, FCOS, MaskIoU, ...) to ``cfg`` in place.
+
+    Calling it twice is harmless: keys that already exist keep their current values.
+    Returns ``cfg`` for convenience.
+    """
+    _C = cfg
+    if "FCOS" in _C.MODEL and "VOVNET" in _C.MODEL:
+        return cfg  # already added
+
+    _C.MODEL.MOBILENET = False
+
+    # ---------------------------------------------------------------------------------------- #
+    # FCOS proposal generator
+    # ---------------------------------------------------------------------------------------- #
+    _C.MODEL.FCOS = CN()
+    # Foreground classes only (no background slot). Must equal MODEL.ROI_HEADS.NUM_CLASSES.
+    _C.MODEL.FCOS.NUM_CLASSES = 80
+    _C.MODEL.FCOS.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
+    _C.MODEL.FCOS.FPN_STRIDES = [8, 16, 32, 64, 128]
+    _C.MODEL.FCOS.PRIOR_PROB = 0.01
+    _C.MODEL.FCOS.INFERENCE_TH_TRAIN = 0.05
+    _C.MODEL.FCOS.INFERENCE_TH_TEST = 0.05
+    _C.MODEL.FCOS.NMS_TH = 0.6
+    _C.MODEL.FCOS.PRE_NMS_TOPK_TRAIN = 1000
+    _C.MODEL.FCOS.PRE_NMS_TOPK_TEST = 1000
+    _C.MODEL.FCOS.POST_NMS_TOPK_TRAIN = 100
+    _C.MODEL.FCOS.POST_NMS_TOPK_TEST = 100
+    # 2: P6 and P7 on top of the FPN, 1: P6 only, 0: none.
+    _C.MODEL.FCOS.TOP_LEVELS = 2
+    _C.MODEL.FCOS.NORM = "GN"  # "GN" or "none"
+    _C.MODEL.FCOS.USE_SCALE = True
+    # Threshold candidates on cls * ctrness instead of cls alone.
+    _C.MODEL.FCOS.THRESH_WITH_CTR = False
+    _C.MODEL.FCOS.LOSS_ALPHA = 0.25
+    _C.MODEL.FCOS.LOSS_GAMMA = 2.0
+    _C.MODEL.FCOS.SIZES_OF_INTEREST = [64, 128, 256, 512]
+    _C.MODEL.FCOS.USE_RELU = True  # kept for YAML compatibility; ReLU is always applied
+    _C.MODEL.FCOS.USE_DEFORMABLE = False
+    _C.MODEL.FCOS.NUM_CLS_CONVS = 4
+    _C.MODEL.FCOS.NUM_BOX_CONVS = 4
+    _C.MODEL.FCOS.NUM_SHARE_CONVS = 0
+    _C.MODEL.FCOS.CENTER_SAMPLE = True
+    _C.MODEL.FCOS.POS_RADIUS = 1.5
+    _C.MODEL.FCOS.LOC_LOSS_TYPE = "giou"  # "iou", "linear_iou" or "giou"
+
+    # ---------------------------------------------------------------------------------------- #
+    # VoVNet backbone
+    # ---------------------------------------------------------------------------------------- #
+    _C.MODEL.VOVNET = CN()
+    _C.MODEL.VOVNET.CONV_BODY = "V-39-eSE"
+    _C.MODEL.VOVNET.OUT_FEATURES = ["stage2", "stage3", "stage4", "stage5"]
+    _C.MODEL.VOVNET.NORM = "FrozenBN"  # "FrozenBN", "BN", "SyncBN" or "GN"
+    _C.MODEL.VOVNET.OUT_CHANNELS = 256  # kept for YAML compatibility; unused
+    _C.MODEL.VOVNET.BACKBONE_OUT_CHANNELS = 256  # kept for YAML compatibility; unused
+    # Deformable convs on stages 2..5.
+    _C.MODEL.VOVNET.STAGE_WITH_DCN = (False, False, False, False)
+    _C.MODEL.VOVNET.WITH_MODULATED_DCN = False
+    _C.MODEL.VOVNET.DEFORMABLE_GROUPS = 1
+
+    # ---------------------------------------------------------------------------------------- #
+    # ROI heads: level assignment, MaskIoU, keypoints
+    # ---------------------------------------------------------------------------------------- #
+    # "ratio": CenterMask's adaptive RoI assignment (Eq. 2), "area": the FPN paper's rule.
+    _C.MODEL.ROI_MASK_HEAD.ASSIGN_CRITERION = "area"
+
+    _C.MODEL.MASKIOU_ON = False
+    _C.MODEL.MASKIOU_LOSS_WEIGHT = 1.0
+
+    _C.MODEL.ROI_MASKIOU_HEAD = CN()
+    _C.MODEL.ROI_MASKIOU_HEAD.NAME = "MaskIoUHead"
+    _C.MODEL.ROI_MASKIOU_HEAD.CONV_DIM = 256
+    _C.MODEL.ROI_MASKIOU_HEAD.NUM_CONV = 4
+
+    _C.MODEL.ROI_KEYPOINT_HEAD.IN_FEATURES = ["p2", "p3", "p4", "p5"]
+    _C.MODEL.ROI_KEYPOINT_HEAD.ASSIGN_CRITERION = "ratio"
+    return cfg
+
+
+def get_cfg() -> CN:
+    """detectron2's default config plus the CenterMask keys (same name and module as the original)."""
+    return add_centermask_config(_d2_get_cfg())
+
+
+def check_class_counts(cfg: CN) -> None:
+    """Raise a ValueError naming both keys when the FCOS and ROI-heads class counts disagree.
+
+    The mask and MaskIoU heads index their outputs with FCOS's predicted class, so a mismatch would
+    otherwise surface much later as an index error.
+    """
+    fcos_classes = cfg.MODEL.FCOS.NUM_CLASSES
+    roi_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    if fcos_classes != roi_classes:
+        raise ValueError(
+            f"MODEL.FCOS.NUM_CLASSES ({fcos_classes}) and MODEL.ROI_HEADS.NUM_CLASSES "
+            f"({roi_classes}) must be equal: set both to the number of thing classes of your "
+            "data set (there is no background class)."
+        )
