@@ -18,6 +18,7 @@ Three cases, in order:
 centermask itself never needs detectron2's compiled ops: it uses torchvision.ops instead.
 Finally the script prints what is in use: version, location, compiled ops yes or no.
 """
+
 import argparse
 import os
 import shutil
@@ -89,7 +90,7 @@ def __getattr__(name):
     raise CompiledOpsMissing(MESSAGE.format(name=name))
 '''
 
-SETUP_PY = '''\
+SETUP_PY = """\
 from setuptools import find_packages, setup
 
 setup(
@@ -102,7 +103,7 @@ setup(
     python_requires=">=3.6",
     install_requires={requirements!r},
 )
-'''
+"""
 
 
 def run(cmd, **kwargs):
@@ -116,8 +117,7 @@ def pip(*args):
 
 def detectron2_status():
     """Return (version, location, has_compiled_ops) or None when detectron2 does not import."""
-    probe = textwrap.dedent(
-        """
+    probe = textwrap.dedent("""
         import os, detectron2
         try:
             from detectron2 import _C
@@ -127,8 +127,7 @@ def detectron2_status():
         print(detectron2.__version__)
         print(os.path.dirname(detectron2.__file__))
         print("yes" if compiled else "no")
-        """
-    )
+        """)
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     if proc.returncode != 0:
         return None
@@ -141,25 +140,50 @@ def install_from_source(source, constraints):
     run(pip("install", "--no-build-isolation", *extra, source))
 
 
-def install_v06_without_ops(constraints, workdir):
-    """Install v0.6's Python files from the registry sdist, with a placeholder ``_C``."""
-    extra = ["-c", constraints] if constraints else []
+def download_sdist(workdir: Path) -> Path:
+    """Download the ``pb1-detectron2==0.6`` sdist from the configured package index."""
     download = workdir / "download"
     # --no-build-isolation: the sdist's setup.py imports torch to compute its metadata.
-    run(pip("download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation",
-            SDIST_REQUIREMENT, "-d", download))
+    run(
+        pip(
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--no-build-isolation",
+            SDIST_REQUIREMENT,
+            "-d",
+            download,
+        )
+    )
     archives = sorted(download.glob("*.tar.gz"))
     if not archives:
         raise SystemExit(f"pip did not download {SDIST_REQUIREMENT} into {download}")
-    with tarfile.open(archives[0]) as tar:
-        tar.extractall(workdir / "src", filter="data")
-    roots = [p for p in (workdir / "src").iterdir() if (p / "detectron2" / "__init__.py").exists()]
+    return archives[0]
+
+
+def stage_sdist(archive: Path, stage: Path) -> Path:
+    """Lay out an installable ``detectron2`` project from the sdist's Python files in ``stage``.
+
+    The project holds the sdist's ``detectron2/`` package unchanged, plus the placeholder
+    ``detectron2/_C.py`` and a setup.py that installs it as the distribution ``detectron2``.
+    """
+    unpacked = stage.parent / (stage.name + "-unpacked")
+    with tarfile.open(archive) as tar:
+        tar.extractall(unpacked, filter="data")
+    roots = [p for p in unpacked.iterdir() if (p / "detectron2" / "__init__.py").exists()]
     if not roots:
-        raise SystemExit(f"{archives[0]} holds no detectron2 package")
-    stage = workdir / "stage"
+        raise SystemExit(f"{archive} holds no detectron2 package")
     shutil.copytree(roots[0] / "detectron2", stage / "detectron2")
     (stage / "detectron2" / "_C.py").write_text(PLACEHOLDER_C)
     (stage / "setup.py").write_text(SETUP_PY.format(requirements=V06_REQUIREMENTS))
+    return stage
+
+
+def install_v06_without_ops(constraints, workdir: Path):
+    """Install v0.6's Python files from the registry sdist, with a placeholder ``_C``."""
+    extra = ["-c", constraints] if constraints else []
+    stage = stage_sdist(download_sdist(workdir), workdir / "stage")
     # Pins first, so that the build below already runs with the setuptools v0.6 needs.
     run(pip("install", *extra, *FALLBACK_PINS))
     run(pip("install", "--no-build-isolation", *extra, str(stage)))
@@ -167,8 +191,11 @@ def install_v06_without_ops(constraints, workdir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--source", default=os.environ.get("D2_SOURCE", ""),
-                        help="detectron2 source for pip (default: $D2_SOURCE)")
+    parser.add_argument(
+        "--source",
+        default=os.environ.get("D2_SOURCE", ""),
+        help="detectron2 source for pip (default: $D2_SOURCE)",
+    )
     parser.add_argument("--constraints", default="", help="pip constraints file to respect")
     args = parser.parse_args(argv)
 
