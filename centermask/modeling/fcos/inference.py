@@ -6,6 +6,8 @@ import torch
 from detectron2.structures import Boxes, Instances
 from torchvision.ops import batched_nms
 
+from centermask.layers.nms import batched_nms_topk
+
 __all__ = ["select_candidates", "ml_nms", "keep_top_k_with_ties", "fcos_detections"]
 
 
@@ -81,6 +83,7 @@ def fcos_detections(
     nms_thresh: float,
     post_nms_topk: int,
     thresh_with_ctr: bool = False,
+    early_stop_nms: bool = False,
 ) -> List[Instances]:
     """Decode FCOS head outputs into per-image detections.
 
@@ -94,6 +97,9 @@ def fcos_detections(
         nms_thresh: IoU threshold of the class-aware NMS.
         post_nms_topk: per-image cap after NMS (ties at the cut are all kept); <= 0 for none.
         thresh_with_ctr: threshold class x centerness instead of class probability.
+        early_stop_nms: use :func:`centermask.layers.nms.batched_nms_topk`, which stops once the
+            ``post_nms_topk`` best survivors are known: same detections (equal scores may swap
+            places), much faster on the CPU with thousands of candidates.
 
     Returns:
         per image Instances with ``pred_boxes`` (XYXY, not clipped), ``scores`` =
@@ -142,6 +148,13 @@ def fcos_detections(
         instances.scores = torch.sqrt(scores[i][keep])
         instances.pred_classes = classes[i][keep]
         instances.locations = cand_locations[i][keep]
+        if early_stop_nms and nms_thresh > 0:
+            boxes_i = instances.pred_boxes.tensor.float()
+            kept = batched_nms_topk(
+                boxes_i, instances.scores, instances.pred_classes, nms_thresh, post_nms_topk
+            )
+            results.append(instances[kept])
+            continue
         instances = ml_nms(instances, nms_thresh)
         results.append(keep_top_k_with_ties(instances, post_nms_topk))
     return results
