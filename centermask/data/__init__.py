@@ -1,0 +1,32 @@
+"""Data: the built-in synthetic data set, checked COCO loading and a checked DatasetMapper.
+
+Importing this package registers ``synthetic_{train,val}[_rle]`` (see :mod:`.builtin`).
+"""
+
+from .builtin import SYNTHETIC_NAMES, default_synthetic_root, register_synthetic
+from .coco_checks import (
+    CocoFormatError,
+    load_coco_json_checked,
+    register_coco_checked,
+    validate_coco_dict,
+)
+from .dataset_mapper import CheckedDatasetMapper, DatasetRecordError
+from .synthetic import ensure_synthetic, generate_synthetic
+from .synthetic_scene import CLASS_NAMES
+
+register_synthetic()
+
+__all__ = [
+    "CLASS_NAMES",
+    "SYNTHETIC_NAMES",
+    "CheckedDatasetMapper",
+    "CocoFormatError",
+    "DatasetRecordError",
+    "default_synthetic_root",
+    "ensure_synthetic",
+    "generate_synthetic",
+    "load_coco_json_checked",
+    "register_coco_checked",
+    "register_synthetic",
+    "validate_coco_dict",
+]

@@ -48,7 +48,7 @@ def optimize_for_inference(
 
     Usage::
 
-        model = build_model(cfg); DetectionCheckpointer(model).load(weights)
+        model = build_model(cfg); CenterMaskCheckpointer(model).load(weights)
         fast = centermask.optimize_for_inference(model)
         outputs = fast([{"image": chw_bgr_float_tensor, "height": h, "width": w}])
 

@@ -26,10 +26,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from torch import nn
+
+from centermask.checkpoint import CenterMaskCheckpointer
 
 from .memory import max_rss_mb, measure_peak_memory
 from .stage_timer import STAGES, StageTimer
@@ -95,7 +96,7 @@ def build_benchmark_model(cfg, weights: Optional[str] = None) -> nn.Module:
     """The model of ``cfg`` with real (``weights``) or synthetic weights, in eval mode."""
     model = build_model(cfg)
     if weights:
-        DetectionCheckpointer(model).load(weights)
+        CenterMaskCheckpointer(model).load(weights)
     else:
         load_synthetic_weights(model)
     return model.eval()

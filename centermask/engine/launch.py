@@ -1,0 +1,157 @@
+"""Multi-process launch that also works on CPU-only machines.
+
+detectron2 v0.6's ``launch`` requires CUDA and NCCL. :func:`launch` here uses NCCL through
+detectron2's own ``launch`` when the processes will run on GPUs, and otherwise spawns the workers
+itself with the **gloo** backend (one process per ``num_workers_per_machine``, each with its share
+of the CPU threads). Either way detectron2's ``comm`` helpers (world size, ranks, local process
+group, gather) work inside the workers, on detectron2 v0.6 and on upstream main.
+"""
+
+import logging
+import os
+import socket
+from datetime import timedelta
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from detectron2.engine import launch as d2_launch
+from detectron2.utils import comm
+
+__all__ = ["DEFAULT_TIMEOUT", "choose_backend", "launch", "setup_local_process_group"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+
+
+def choose_backend(device: str = "cuda") -> str:
+    """ "nccl" for CUDA devices when CUDA is available, "gloo" otherwise."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return "nccl"
+    return "gloo"
+
+
+def _find_free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def setup_local_process_group(num_workers_per_machine: int) -> None:
+    """Create detectron2's "local" process group (the ranks of this machine).
+
+    Upstream detectron2 has ``comm.create_local_process_group``; v0.6 reads the module attribute
+    ``comm._LOCAL_PROCESS_GROUP``, which we then set. Every rank must call this (``new_group`` is a
+    collective call).
+    """
+    if hasattr(comm, "create_local_process_group"):
+        comm.create_local_process_group(num_workers_per_machine)
+        return
+    world_size = dist.get_world_size()
+    if world_size % num_workers_per_machine:
+        raise ValueError(
+            f"world size {world_size} is not a multiple of {num_workers_per_machine} workers/machine"
+        )
+    machine_rank = dist.get_rank() // num_workers_per_machine
+    for machine in range(world_size // num_workers_per_machine):
+        ranks = list(
+            range(machine * num_workers_per_machine, (machine + 1) * num_workers_per_machine)
+        )
+        group = dist.new_group(ranks)
+        if machine == machine_rank:
+            comm._LOCAL_PROCESS_GROUP = group
+
+
+def _gloo_worker(
+    local_rank: int,
+    main_func: Callable,
+    world_size: int,
+    num_workers_per_machine: int,
+    machine_rank: int,
+    dist_url: str,
+    args: Sequence,
+    timeout: timedelta,
+    threads_per_worker: int,
+) -> None:
+    torch.set_num_threads(threads_per_worker)
+    global_rank = machine_rank * num_workers_per_machine + local_rank
+    try:
+        dist.init_process_group(
+            backend="gloo",
+            init_method=dist_url,
+            world_size=world_size,
+            rank=global_rank,
+            timeout=timeout,
+        )
+    except Exception:
+        logger.error(f"Could not join the gloo process group at {dist_url}")
+        raise
+    setup_local_process_group(num_workers_per_machine)
+    comm.synchronize()
+    try:
+        main_func(*args)
+    finally:
+        dist.destroy_process_group()
+
+
+def launch(
+    main_func: Callable,
+    num_gpus_per_machine: int,
+    num_machines: int = 1,
+    machine_rank: int = 0,
+    dist_url: Optional[str] = None,
+    args: Sequence = (),
+    timeout: timedelta = DEFAULT_TIMEOUT,
+    backend: Optional[str] = None,
+) -> None:
+    """Run ``main_func(*args)`` in ``num_gpus_per_machine * num_machines`` processes.
+
+    Same arguments as ``detectron2.engine.launch``; on CPU ``num_gpus_per_machine`` is the number
+    of worker processes per machine. ``backend`` is "nccl" or "gloo"; by default NCCL when CUDA is
+    available, else gloo (pass ``choose_backend(cfg.MODEL.DEVICE)`` to follow the config).
+    ``dist_url`` "auto" (single machine only) picks a free local port.
+    """
+    backend = (backend or choose_backend()).lower()
+    world_size = num_machines * num_gpus_per_machine
+    if world_size <= 1:
+        main_func(*args)
+        return
+    if backend == "nccl":
+        d2_launch(
+            main_func,
+            num_gpus_per_machine,
+            num_machines=num_machines,
+            machine_rank=machine_rank,
+            dist_url=dist_url,
+            args=tuple(args),
+            timeout=timeout,
+        )
+        return
+    if backend != "gloo":
+        raise ValueError(f"backend must be 'nccl' or 'gloo', got {backend!r}")
+    if dist_url in (None, "auto"):
+        if num_machines > 1:
+            raise ValueError("multi-machine runs need an explicit --dist-url tcp://HOST:PORT")
+        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+    threads = max(1, (os.cpu_count() or 1) // num_gpus_per_machine)
+    logger.info(
+        f"Launching {num_gpus_per_machine} CPU worker(s) per machine with gloo at {dist_url} "
+        f"({threads} thread(s) each)"
+    )
+    mp.spawn(
+        _gloo_worker,
+        nprocs=num_gpus_per_machine,
+        args=(
+            main_func,
+            world_size,
+            num_gpus_per_machine,
+            machine_rank,
+            dist_url,
+            tuple(args),
+            timeout,
+            threads,
+        ),
+        daemon=False,
+    )

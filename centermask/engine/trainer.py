@@ -1,0 +1,199 @@
+"""``Trainer``: detectron2's ``DefaultTrainer`` wired for CenterMask.
+
+What it adds to ``DefaultTrainer`` (whose hooks, writers, optimizer, LR schedule, checkpoint
+period, periodic evaluation and ``resume_or_load`` it keeps):
+
+* evaluators chosen by the data set's ``evaluator_type`` (:mod:`.evaluators`), test-time
+  augmentation with ``TEST.AUG.ENABLED`` (after training, and with ``--eval-only``);
+* :class:`~centermask.data.CheckedDatasetMapper` for training and testing (errors name the file);
+* a check that ``MODEL.FCOS.NUM_CLASSES`` and ``MODEL.ROI_HEADS.NUM_CLASSES`` match the number of
+  ``thing_classes`` of every train/test data set;
+* :class:`.CheckedTrainLoop` (float32 losses, AMP on CUDA or CPU, a non-finite-loss stop) and
+  atomic checkpoints (:class:`.AtomicCheckpointer`) that are never written after a failure;
+* distributed data parallel on CPU (gloo) as well as CUDA;
+* ``loss_curve.png`` in ``OUTPUT_DIR`` at the end of training.
+"""
+
+import json
+import logging
+import os
+import weakref
+from collections import OrderedDict
+from typing import Iterable
+
+import torch
+import torch.distributed as dist
+from detectron2.data import (
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
+from detectron2.engine import DefaultTrainer, TrainerBase, hooks
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
+
+from centermask.config import check_class_counts
+from centermask.data import CheckedDatasetMapper
+from centermask.modeling import CenterMaskWithTTA
+
+from .checkpoint import AtomicCheckpointer
+from .evaluators import build_evaluator
+from .hooks import CheckpointHook, EvalHook, LossCurveHook
+from .train_loop import CheckedTrainLoop
+
+__all__ = ["Trainer", "check_dataset_classes", "create_ddp_model"]
+
+logger = logging.getLogger(__name__)
+
+
+def check_dataset_classes(cfg, dataset_names: Iterable[str]) -> None:
+    """Raise a ValueError naming the keys to set when the class counts of the config and of the
+    data sets (their ``thing_classes`` metadata, known once they are loaded) disagree."""
+    check_class_counts(cfg)
+    expected = cfg.MODEL.FCOS.NUM_CLASSES
+    for name in dataset_names:
+        classes = MetadataCatalog.get(name).get("thing_classes", None)
+        if classes is None or len(classes) == expected:
+            continue
+        shown = ", ".join(map(str, classes[:8])) + (", ..." if len(classes) > 8 else "")
+        raise ValueError(
+            f"Data set {name!r} has {len(classes)} thing classes ({shown}), but the config has "
+            f"MODEL.FCOS.NUM_CLASSES={expected} and "
+            f"MODEL.ROI_HEADS.NUM_CLASSES={cfg.MODEL.ROI_HEADS.NUM_CLASSES}. Set both to "
+            f"{len(classes)} (no background class), e.g. append 'MODEL.FCOS.NUM_CLASSES "
+            f"{len(classes)} MODEL.ROI_HEADS.NUM_CLASSES {len(classes)}' to the command line."
+        )
+
+
+def create_ddp_model(model: torch.nn.Module) -> torch.nn.Module:
+    """``DistributedDataParallel`` when there are several processes, on CUDA or on CPU (gloo)."""
+    if comm.get_world_size() == 1:
+        return model
+    on_cuda = next(model.parameters()).is_cuda
+    # With BatchNorm (e.g. VoVNet trained from scratch) broadcast rank 0's running statistics, so
+    # every rank evaluates (periodic evaluation) and saves the same model.
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return DistributedDataParallel(
+        model,
+        device_ids=[comm.get_local_rank()] if on_cuda else None,
+        broadcast_buffers=has_bn,
+    )
+
+
+class Trainer(DefaultTrainer):
+    """CenterMask's trainer; use it like detectron2's ``DefaultTrainer``."""
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        check_class_counts(cfg)
+
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model)
+        hint = (
+            f"The last checkpoint in {cfg.OUTPUT_DIR} (if any) is intact; lower SOLVER.BASE_LR, "
+            "raise SOLVER.WARMUP_ITERS or enable SOLVER.CLIP_GRADIENTS, then --resume."
+        )
+        self._trainer = CheckedTrainLoop(
+            model, data_loader, optimizer, amp=cfg.SOLVER.AMP.ENABLED, nonfinite_hint=hint
+        )
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.failed = False
+        self.register_hooks(self.build_hooks())
+
+    def run_step(self):
+        try:
+            super().run_step()
+        except BaseException:
+            self.failed = True  # read by CheckpointHook: save nothing after a failure
+            raise
+
+    def build_hooks(self):
+        ret = []
+        for hook in super().build_hooks():
+            if isinstance(hook, hooks.PeriodicCheckpointer):
+                hook = CheckpointHook(self.checkpointer, self.cfg.SOLVER.CHECKPOINT_PERIOD)
+            elif isinstance(hook, hooks.EvalHook):
+                hook = EvalHook(self.cfg.TEST.EVAL_PERIOD, self._test_and_save_results)
+            ret.append(hook)
+        if self.cfg.TEST.AUG.ENABLED:
+            # Before the PeriodicWriter (last on the main process) so its results are written.
+            ret.insert(-1, EvalHook(0, lambda: self.test_with_TTA(self.cfg, self.model)))
+        ret.append(LossCurveHook(self.cfg.OUTPUT_DIR))
+        return ret
+
+    def _test_and_save_results(self):
+        self._last_eval_results = self.test(self.cfg, self.model)
+        return self._last_eval_results
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        loader = build_detection_train_loader(cfg, mapper=CheckedDatasetMapper(cfg, True))
+        check_dataset_classes(cfg, cfg.DATASETS.TRAIN)  # metadata is complete once loaded
+        return loader
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name: str):
+        loader = build_detection_test_loader(
+            cfg, dataset_name, mapper=CheckedDatasetMapper(cfg, False)
+        )
+        check_dataset_classes(cfg, [dataset_name])
+        return loader
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name: str, output_folder=None):
+        return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """detectron2's ``DefaultTrainer.test``; in multi-process runs, rank 0's buffers (BN
+        statistics) are broadcast first so that every rank evaluates the same model."""
+        if comm.get_world_size() > 1:
+            for buffer in model.buffers():
+                dist.broadcast(buffer.data, src=0)
+        return super().test(cfg, model, evaluators)
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """Evaluate ``model`` with test-time augmentation (``TEST.AUG``); metrics get "_TTA"."""
+        logger.info("Running inference with test-time augmentation ...")
+        if isinstance(model, DistributedDataParallel):
+            model = model.module
+        tta_model = CenterMaskWithTTA(cfg, model)
+        evaluators = [
+            cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA"))
+            for name in cfg.DATASETS.TEST
+        ]
+        results = cls.test(cfg, tta_model, evaluators)
+        return OrderedDict((k + "_TTA", v) for k, v in results.items())
+
+    @classmethod
+    def evaluate(cls, cfg, weights: str = None, resume: bool = False):
+        """``--eval-only``: build the model, load ``weights`` (default ``MODEL.WEIGHTS``; the last
+        checkpoint of ``OUTPUT_DIR`` with ``resume``) and evaluate on ``DATASETS.TEST``.
+
+        The main process also writes the results to ``<OUTPUT_DIR>/inference/eval_results.json``.
+        """
+        model = cls.build_model(cfg)
+        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS if weights is None else weights, resume=resume
+        )
+        results = cls.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            results.update(cls.test_with_TTA(cfg, model))
+        if comm.is_main_process() and cfg.OUTPUT_DIR:
+            path = os.path.join(cfg.OUTPUT_DIR, "inference", "eval_results.json")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                json.dump(results, f, indent=2, default=float)
+            logger.info(f"Evaluation results written to {path}")
+        return results

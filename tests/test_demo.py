@@ -1,0 +1,127 @@
+"""tools/demo.py and BatchPredictor, with a randomly initialised model that keeps every candidate."""
+
+import importlib.util
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from detectron2.structures import Boxes, Instances
+
+from centermask.config import get_cfg
+from centermask.engine import AtomicCheckpointer, BatchPredictor, Trainer, filter_by_score
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "configs/quick_schedules/centermask_lite_V_19_slim_dw_synthetic_instant_test.yaml"
+OPTS = ["MODEL.FCOS.INFERENCE_TH_TEST", "0.0", "MODEL.FCOS.POST_NMS_TOPK_TEST", "10"]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    out = tmp_path_factory.mktemp("weights")
+    cfg = get_cfg()
+    cfg.merge_from_file(str(CONFIG))
+    torch.manual_seed(0)
+    model = Trainer.build_model(cfg)
+    # Untrained box regressions sit near 0 (empty boxes, dropped at post-processing): give every
+    # location a box reaching ~2 strides to each side.
+    torch.nn.init.constant_(model.proposal_generator.fcos_head.bbox_pred.bias, 2.0)
+    AtomicCheckpointer(model, str(out)).save("random")
+    return str(out / "random.pth")
+
+
+@pytest.fixture(scope="module")
+def cfg(weights):
+    cfg = get_cfg()
+    cfg.merge_from_file(str(CONFIG))
+    cfg.merge_from_list(["MODEL.WEIGHTS", weights, *OPTS])
+    return cfg
+
+
+def _images(count, height=72, width=100):
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def test_batch_predictor_gives_the_same_instances_batched_or_one_by_one(cfg):
+    predictor = BatchPredictor(cfg, batch_size=3)
+    images = _images(3)
+    batched = predictor(images)
+    single = [predictor.predict_one(image) for image in images]
+    assert len(batched) == 3
+    for a, b in zip(batched, single):
+        assert len(a) == len(b) > 0
+        assert a.image_size == (72, 100)
+        assert torch.equal(a.pred_classes, b.pred_classes)
+        torch.testing.assert_close(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-3, rtol=1e-4)
+        torch.testing.assert_close(a.scores, b.scores, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(a.mask_scores, b.mask_scores, atol=1e-4, rtol=1e-4)
+        assert a.pred_masks.dtype == torch.bool and a.pred_masks.shape[1:] == (72, 100)
+
+
+def test_batch_predictor_rejects_non_images(cfg):
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        BatchPredictor(cfg)([np.zeros((10, 10), np.uint8)])
+
+
+def test_filter_by_score_uses_the_named_score():
+    instances = Instances((4, 4))
+    instances.pred_boxes = Boxes(torch.zeros(3, 4))
+    instances.scores = torch.tensor([0.75, 0.5, 0.25])
+    instances.mask_scores = torch.tensor([0.25, 0.625, 0.125])
+    assert filter_by_score(instances, 0.4, "box").scores.tolist() == [0.75, 0.5]
+    assert filter_by_score(instances, 0.4, "mask").mask_scores.tolist() == [0.625]
+    with pytest.raises(ValueError, match="score must be one of"):
+        filter_by_score(instances, 0.4, "iou")
+
+
+def _demo_module():
+    spec = importlib.util.spec_from_file_location("centermask_demo", ROOT / "tools" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_on_a_folder_writes_one_drawn_image_per_input(weights, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, image in enumerate(_images(2, 64, 90)):
+        cv2.imwrite(str(folder / f"img{i}.png"), image)
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    written = _demo_module().main(
+        ["--config-file", str(CONFIG), "--input", str(folder), "--output", str(out),
+         "--confidence-threshold", "0.0", "--score", "mask", "--color-by-mask-score",
+         "--opts", "MODEL.WEIGHTS", weights, *OPTS]
+    )  # fmt: skip
+    assert sorted(Path(p).name for p in written) == ["img0.png", "img1.png"]
+    for path in written:
+        drawn = cv2.imread(path)
+        assert drawn.shape == (64, 90, 3)
+        assert not np.array_equal(drawn, cv2.imread(str(folder / Path(path).name)))
+
+
+def test_demo_names_inputs_that_match_nothing(weights, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        _demo_module().main(
+            ["--config-file", str(CONFIG), "--input", str(tmp_path / "nothing-here*.jpg"),
+             "--output", str(tmp_path), "--opts", "MODEL.WEIGHTS", weights]
+        )  # fmt: skip
+
+
+def test_demo_on_a_video_writes_a_video_with_every_frame(weights, tmp_path):
+    video = tmp_path / "in.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (90, 64))
+    for frame in _images(3, 64, 90):
+        writer.write(frame)
+    writer.release()
+    out = tmp_path / "out.mp4"
+    written = _demo_module().main(
+        ["--config-file", str(CONFIG), "--video-input", str(video), "--output", str(out),
+         "--confidence-threshold", "0.0", "--opts", "MODEL.WEIGHTS", weights, *OPTS]
+    )  # fmt: skip
+    assert written == [str(out)]
+    capture = cv2.VideoCapture(str(out))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    capture.release()
