@@ -4,6 +4,7 @@
 MobileNetV2 and FCOS-FPN backbones, the ``FCOS`` proposal generator, ``CenterROIHeads``, the
 ``SpatialAttentionMaskHead`` mask head and the ``MaskIoUHead``.
 """
+
 from . import modeling  # noqa: F401  (registers the components)
 from .config import add_centermask_config, get_cfg  # noqa: F401
 from .export import optimize_for_inference  # noqa: F401

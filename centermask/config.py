@@ -4,6 +4,7 @@
 same defaults to the config it is given. Unlike the original, it never touches detectron2's global
 defaults, so ``detectron2.config.get_cfg()`` stays untouched after ``import centermask``.
 """
+
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg as _d2_get_cfg
 

@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 from detectron2.layers import ShapeSpec
+
 from helpers import (
     compare,
     get_config,

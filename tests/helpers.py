@@ -1,4 +1,5 @@
 """Shared helpers for the tests: parity folders, configs, models with synthetic weights."""
+
 import json
 import sys
 from pathlib import Path

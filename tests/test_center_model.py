@@ -9,6 +9,8 @@ import torch
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.structures import Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
+
+from centermask.modeling.test_time_augmentation import CenterMaskWithTTA
 from helpers import (
     CONFIGS,
     KEYS,
@@ -19,8 +21,6 @@ from helpers import (
     spec_keys,
     synth_state_dict,
 )
-
-from centermask.modeling.test_time_augmentation import CenterMaskWithTTA
 
 CONFIG_STEMS = sorted(p.stem for p in KEYS.glob("*.tsv"))
 LITE_YAML = CONFIGS / "centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml"

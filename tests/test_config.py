@@ -1,4 +1,5 @@
 """The configuration system: keys, defaults, every shipped YAML, class-count check."""
+
 import copy
 
 import pytest
@@ -19,7 +20,9 @@ def test_model_zoo_has_every_original_yaml():
     assert len([p for p in CONCRETE_YAMLS if p.name.startswith("panoptic_")]) == 6
 
 
-@pytest.mark.parametrize("path", ALL_YAMLS + sorted(QUICK_CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", ALL_YAMLS + sorted(QUICK_CONFIGS.glob("*.yaml")), ids=lambda p: p.name
+)
 def test_every_yaml_loads(path):
     cfg = get_cfg()
     cfg.merge_from_file(str(path))
@@ -76,7 +79,9 @@ def test_yaml_resolves_like_the_reference(name):
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
     ours = dict(_flatten(yaml.safe_load(cfg.dump())))
     ref = dict(_flatten(yaml.safe_load((parity_dir(name) / "config_resolved.yaml").read_text())))
-    centermask_keys = [k for k in ref if any(s in k for s in ("FCOS", "VOVNET", "MASKIOU", "MOBILENET"))]
+    centermask_keys = [
+        k for k in ref if any(s in k for s in ("FCOS", "VOVNET", "MASKIOU", "MOBILENET"))
+    ]
     assert all(k in ours for k in centermask_keys)
     diffs = {k: (ours[k], ref[k]) for k in ref if k in ours and _norm(ours[k]) != _norm(ref[k])}
     assert diffs == {}
@@ -90,5 +95,7 @@ def test_mismatched_class_counts_name_both_keys():
     cfg = get_cfg()
     cfg.MODEL.FCOS.NUM_CLASSES = 3
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = 5
-    with pytest.raises(ValueError, match=r"MODEL\.FCOS\.NUM_CLASSES.*MODEL\.ROI_HEADS\.NUM_CLASSES"):
+    with pytest.raises(
+        ValueError, match=r"MODEL\.FCOS\.NUM_CLASSES.*MODEL\.ROI_HEADS\.NUM_CLASSES"
+    ):
         check_class_counts(cfg)

@@ -17,6 +17,7 @@ import torch
 from detectron2.modeling.meta_arch.rcnn import GeneralizedRCNN
 from detectron2.structures import Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
+
 from helpers import PARITY_DIRS, build_synthetic_model, compare, load_npz, parity_dir, parity_meta
 
 pytestmark = pytest.mark.slow

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from detectron2.layers import ShapeSpec
-from fcos_testing import FCOS_PREFIX, LEVELS, small_features, synthetic_fcos
-from helpers import PARITY_DIRS, get_config, load_npz, parity_config_file, parity_keys
 from torch import nn
 
 from centermask.modeling.fcos import FCOSHead
+from fcos_testing import FCOS_PREFIX, LEVELS, small_features, synthetic_fcos
+from helpers import PARITY_DIRS, get_config, load_npz, parity_config_file, parity_keys
 
 TENSOR_TOL = 1e-4  # max|diff| / max|ref|, meta.json tolerances
 

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 from detectron2.structures import Boxes, ImageList, Instances
-from fcos_testing import check_raw_detections, small_features, synthetic_fcos
-from helpers import PARITY_DIRS, load_npz
 from torchvision.ops import batched_nms
 
 from centermask.modeling.fcos.inference import fcos_detections, keep_top_k_with_ties
 from centermask.modeling.fcos.targets import compute_locations
+from fcos_testing import check_raw_detections, small_features, synthetic_fcos
+from helpers import PARITY_DIRS, load_npz
 
 
 @pytest.mark.parametrize("name", PARITY_DIRS)

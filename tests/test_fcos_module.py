@@ -4,12 +4,12 @@ import pytest
 import torch
 from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY, build_proposal_generator
 from detectron2.structures import Boxes, ImageList, Instances
-from fcos_testing import LEVELS, fpn_output_shape, small_features, synthetic_fcos
-from helpers import PARITY_DIRS, get_config, parity_config_file
 
 import centermask  # noqa: F401  (registers FCOS)
 from centermask.modeling.fcos import FCOS
 from centermask.modeling.fcos.losses import centerness_targets, fcos_losses
+from fcos_testing import LEVELS, fpn_output_shape, small_features, synthetic_fcos
+from helpers import PARITY_DIRS, get_config, parity_config_file
 
 LITE = PARITY_DIRS[0]  # A: CenterMask-Lite V-19-slim-dw
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from detectron2.modeling import build_backbone
 from detectron2.structures import Boxes, ImageList, Instances
+
 from fcos_testing import check_raw_detections, synthetic_fcos
 from helpers import PARITY_DIRS, load_npz, parity_dir, parity_keys, synth_state_dict
 

@@ -11,7 +11,6 @@ from detectron2.modeling.roi_heads import build_roi_heads
 from detectron2.structures import BitMasks, Boxes, Instances, Keypoints, PolygonMasks
 from detectron2.structures.masks import polygons_to_bitmask
 from detectron2.utils.events import EventStorage
-from helpers import CONFIGS, get_config, spec_keys
 
 from centermask.modeling.roi_heads import (
     AdaptiveROIPooler,
@@ -35,6 +34,7 @@ from centermask.modeling.roi_heads.proposal_utils import (
     add_ground_truth_to_detections,
     detections_to_proposals,
 )
+from helpers import CONFIGS, get_config, spec_keys
 
 LITE_YAML = CONFIGS / "centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml"
 STRIDES = {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64, "p7": 128}

@@ -1,4 +1,5 @@
 """Model components; importing this package registers them with detectron2."""
+
 from . import backbone  # noqa: F401
 from . import fcos  # noqa: F401
 from . import roi_heads  # noqa: F401
