@@ -22,6 +22,11 @@ def add_centermask_config(cfg: CN) -> CN:
         return cfg  # already added
 
     _C.MODEL.MOBILENET = False
+    # Not in the original: keep the model's 4-D weights (and so its activations) in NHWC memory
+    # order. On CPU, oneDNN's convolutions, batch norm and pooling are faster in it (training
+    # iterations of the quickstart model: 1.1x with 1 thread, 1.35x with 2); outputs are the same
+    # up to float rounding. Off by default.
+    _C.MODEL.CHANNELS_LAST = False
 
     # ---------------------------------------------------------------------------------------- #
     # FCOS proposal generator

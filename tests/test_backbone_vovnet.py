@@ -117,3 +117,26 @@ def test_frozen_backbone_still_loads_its_own_state_dict():
     )
     frozen.load_state_dict(source.state_dict(), strict=True)
     assert not any(p.requires_grad for p in frozen.parameters())
+
+
+@pytest.mark.parametrize("conv_body", ["V-19-slim-dw-eSE", "V-19-slim-eSE"])
+def test_training_with_frozen_norms_in_the_conv_weights_matches_the_unfolded_network(conv_body):
+    torch.manual_seed(0)
+    backbone = VoVNet(conv_body=conv_body, norm="FrozenBN", out_features=["stage5"])
+    for norm in norms_of(backbone):  # non-trivial statistics
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.5, 2.0)
+    image = torch.randn(2, 3, 64, 96)
+    results = []
+    for training in (True, False):  # eval mode runs conv and norm one after the other
+        backbone.train(training)
+        backbone.zero_grad()
+        output = backbone(image)["stage5"]
+        output.square().mean().backward()
+        results.append((output.detach(), [p.grad.clone() for p in backbone.parameters()]))
+    (folded, folded_grads), (plain, plain_grads) = results
+    assert torch.allclose(folded, plain, rtol=1e-4, atol=1e-5)
+    for a, b in zip(folded_grads, plain_grads):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)

@@ -83,9 +83,9 @@ def test_training_benchmark_splits_iterations_and_checks_loss_agreement(tmp_path
     args += ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "160", *SMALL]
     benchmark_tool.main(args)
     training = json.loads(output.read_text())["training"]
-    for mode in ("default", "straightforward"):
+    for mode in ("default", "channels-last", "straightforward"):
         parts = training["modes"][mode]
         assert set(parts) == {"data", "forward", "backward", "optimizer", "total"}
         assert parts["total"] >= parts["forward"] > 0
-    # the straightforward losses are the same losses
+    # the straightforward and channels-last losses are the same losses
     assert training["first_batch_max_rel_loss_diff"] < 1e-4

@@ -136,6 +136,14 @@ class Trainer(DefaultTrainer):
         return self._last_eval_results
 
     @classmethod
+    def build_model(cls, cfg):
+        """detectron2's ``build_model``, in NHWC memory order when ``MODEL.CHANNELS_LAST``."""
+        model = super().build_model(cfg)
+        if cfg.MODEL.CHANNELS_LAST:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    @classmethod
     def build_train_loader(cls, cfg):
         loader = build_detection_train_loader(cfg, mapper=CheckedDatasetMapper(cfg, True))
         check_dataset_classes(cfg, cfg.DATASETS.TRAIN)  # metadata is complete once loaded

@@ -11,7 +11,7 @@ from torch import nn
 
 from centermask.layers.norm import NormSpec, check_norm
 
-from .osa import DeformableSetting, conv_unit, depthwise_unit, make_osa_stage
+from .osa import ConvUnitSequence, DeformableSetting, conv_unit, depthwise_unit, make_osa_stage
 
 __all__ = ["VOVNET_SPECS", "VoVNetSpec", "VoVNet", "build_vovnet_backbone"]
 
@@ -104,7 +104,7 @@ def _make_stem(spec: VoVNetSpec, in_channels: int, norm: NormSpec) -> nn.Sequent
     children = conv_unit("stem_1", in_channels, s1, norm, stride=2)
     children += second_and_third("stem_2", s1, s2, norm, stride=1)
     children += second_and_third("stem_3", s2, s3, norm, stride=2)
-    return nn.Sequential(OrderedDict(children))
+    return ConvUnitSequence(OrderedDict(children))
 
 
 class VoVNet(Backbone):
