@@ -12,9 +12,11 @@ with the COCO API (box AP on the box score, mask AP on mask_scores), (5) write p
 (ground truth | prediction) to <output>/predictions and the loss curve to <output>/loss_curve.png,
 (6) print a summary table (also saved as <output>/summary.json).
 
-Threads: by default one intra-op thread per idle core (cores minus the 1-minute load average, at
-least 1), and OpenMP threads that sleep instead of spinning when they wait (OMP_WAIT_POLICY
-PASSIVE). On a shared machine a second, spinning thread can make each iteration 20x slower.
+Threads: by default step (2) times the iterations with one intra-op thread per core and with a
+single thread, and trains with the faster (on a 2-core machine with one other busy process: 0.65
+vs 0.49 s per iteration; idle: 0.41 vs 0.49); OpenMP threads sleep instead of spinning when they
+wait (OMP_WAIT_POLICY PASSIVE; spinning made the busy case 0.88 s). Without a time budget it
+uses one thread per idle core (cores minus the 1-minute load average).
 """
 
 import os
@@ -28,7 +30,7 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Tuple  # noqa: E402
+from typing import Optional, Tuple  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -79,7 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-train", type=int, default=600)
     parser.add_argument("--num-val", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="data set seed")
-    parser.add_argument("--threads", type=int, default=None, help="default: one per idle core")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="default: the faster of one per core and one"
+    )
     parser.add_argument("--num-vis", type=int, default=6, help="prediction images to write")
     parser.add_argument("--vis-threshold", type=float, default=0.4, help="on the box score")
     parser.add_argument(
@@ -138,15 +142,36 @@ def seconds_per_iteration(cfg, iterations: int = 8) -> float:
 
 
 # Iterations can slow down by up to about this much once the detector proposes boxes (more RoIs for
-# the mask and MaskIoU heads) compared with the first ones (measured: 1.0 on an idle machine with
-# 2 threads, 1.13 with 1 thread on a busy one).
-_LATER_ITERATION_SLOWDOWN = 1.05
+# the mask and MaskIoU heads) compared with the first ones (measured: 0.97-1.10 on an idle machine
+# with 2 threads, 1.13 with 1 thread on a busy one).
+_LATER_ITERATION_SLOWDOWN = 1.1
 
 
-def iterations_for_budget(cfg, budget_s: float, spent_s: float) -> Tuple[int, float]:
+def fastest_thread_count(cfg) -> Tuple[int, float]:
+    """Time training iterations with one thread per core and with one thread; set and return the
+    faster count, with its seconds per iteration."""
+    timings = {}
+    for threads in sorted({os.cpu_count() or 1, 1}, reverse=True):
+        torch.set_num_threads(threads)
+        timings[threads] = seconds_per_iteration(cfg)
+    best = min(timings, key=timings.get)
+    torch.set_num_threads(best)
+    logging.getLogger("detectron2").info(
+        "s per iteration by thread count: "
+        + ", ".join(f"{n}: {t:.2f}" for n, t in timings.items())
+        + f"; training with {best}"
+    )
+    return best, timings[best]
+
+
+def iterations_for_budget(
+    cfg, budget_s: float, spent_s: float, per_iteration: Optional[float] = None
+) -> Tuple[int, float]:
     """SOLVER.MAX_ITER that fits training into what is left of ``budget_s`` (minus a reserve for
-    evaluation and pictures), between 200 and 3000, and the measured seconds per iteration."""
-    per_iteration = seconds_per_iteration(cfg)
+    evaluation and pictures), between 200 and 3000, and the seconds per iteration (measured now
+    unless given)."""
+    if per_iteration is None:
+        per_iteration = seconds_per_iteration(cfg)
     reserve = 30.0 + 0.03 * budget_s  # evaluation and pictures (~15 s), with a margin
     available = budget_s - spent_s - reserve
     max_iter = available / (per_iteration * _LATER_ITERATION_SLOWDOWN)
@@ -201,8 +226,12 @@ def main(argv=None) -> dict:
     # 3. Schedule: as many iterations as fit the time budget (the LR steps follow).
     per_iteration = None
     if args.budget_minutes > 0 and "SOLVER.MAX_ITER" not in opts and not args.eval_only:
+        if args.threads is None:
+            _, per_iteration = fastest_thread_count(cfg)
         spent = time.perf_counter() - start
-        max_iter, per_iteration = iterations_for_budget(cfg, 60 * args.budget_minutes, spent)
+        max_iter, per_iteration = iterations_for_budget(
+            cfg, 60 * args.budget_minutes, spent, per_iteration
+        )
         rescale_schedule(cfg, max_iter)
         logger.info(
             f"{per_iteration:.2f} s per (early) iteration: {max_iter} iterations (LR steps at "
