@@ -4,9 +4,11 @@ import json
 
 import pytest
 import torch
+import torch.distributed as dist
 from detectron2.utils import comm
 
-from centermask.engine import choose_backend, launch
+from centermask.engine import choose_backend, launch, setup_local_process_group
+from centermask.engine.launch import _leave_process_group
 
 
 def _report(out_dir):
@@ -48,3 +50,13 @@ def test_two_gloo_workers_share_a_local_group(tmp_path):
 def test_multi_machine_gloo_needs_an_explicit_url():
     with pytest.raises(ValueError, match="dist-url"):
         launch(_report, 2, num_machines=2, dist_url="auto", args=("",), backend="gloo")
+
+
+def test_leaving_drops_the_local_group_so_no_gloo_context_outlives_the_worker(tmp_path):
+    # A local group still referenced at interpreter exit made workers abort after a good run.
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    setup_local_process_group(1)
+    assert comm._LOCAL_PROCESS_GROUP is not None and comm.get_local_size() == 1
+    _leave_process_group()
+    assert not dist.is_initialized()
+    assert comm._LOCAL_PROCESS_GROUP is None
