@@ -20,10 +20,15 @@ class _Recorder:
 @pytest.fixture
 def recorders(monkeypatch):
     names = {}
-    for name in ("COCOEvaluator", "CityscapesInstanceEvaluator", "CityscapesSemSegEvaluator"):
+    for name in (
+        "COCOEvaluator",
+        "CityscapesInstanceEvaluator",
+        "CityscapesSemSegEvaluator",
+        "SemSegEvaluator",
+    ):
         names[name] = type(name, (_Recorder,), {})
         monkeypatch.setattr(evaluators_module, name, names[name])
-    for name in ("SemSegEvaluator", "COCOPanopticEvaluator", "LVISEvaluator"):
+    for name in ("COCOPanopticEvaluator", "LVISEvaluator"):
         names[name] = type(name, (_Recorder,), {})
         monkeypatch.setattr(evaluators_module.d2_evaluation, name, names[name])
     return names
@@ -40,6 +45,7 @@ def test_the_module_uses_centermask_evaluators():
     assert (
         evaluators_module.CityscapesInstanceEvaluator is cm_evaluation.CityscapesInstanceEvaluator
     )
+    assert evaluators_module.SemSegEvaluator is cm_evaluation.SemSegEvaluator
 
 
 def test_coco_gets_the_mask_scores_coco_evaluator_without_compiled_ops(recorders, tmp_path):

@@ -5,9 +5,9 @@ evaluator_type           evaluators
 =======================  ==============================================================
 ``coco``                 centermask ``COCOEvaluator`` (bbox AP on ``scores``, segm AP on
                          ``mask_scores``)
-``coco_panoptic_seg``    ``SemSegEvaluator`` + centermask ``COCOEvaluator`` +
+``coco_panoptic_seg``    centermask ``SemSegEvaluator`` + centermask ``COCOEvaluator`` +
                          ``COCOPanopticEvaluator``
-``sem_seg``              ``SemSegEvaluator``
+``sem_seg``              centermask ``SemSegEvaluator`` (detectron2's, NumPy-2 safe)
 ``lvis``                 ``LVISEvaluator``
 ``cityscapes_instance``  centermask Cityscapes instance evaluator (``mask_scores``)
 ``cityscapes_sem_seg``   Cityscapes sem-seg evaluator
@@ -26,6 +26,7 @@ from centermask.evaluation import (
     CityscapesInstanceEvaluator,
     CityscapesSemSegEvaluator,
     COCOEvaluator,
+    SemSegEvaluator,
 )
 
 __all__ = ["build_evaluator"]
@@ -41,9 +42,7 @@ def build_evaluator(
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
     evaluators = []
     if evaluator_type in ("sem_seg", "coco_panoptic_seg"):
-        evaluators.append(
-            d2_evaluation.SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)
-        )
+        evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
     if evaluator_type in ("coco", "coco_panoptic_seg"):
         # use_fast_impl=False: detectron2's fast COCOeval needs its compiled ops.
         evaluators.append(
