@@ -32,6 +32,8 @@ import numpy as np
 from pycocotools import mask as mask_util
 from tqdm import tqdm
 
+from centermask.utils.file_io import atomic_write
+
 from .synthetic_scene import CLASS_NAMES, SceneConfig, render_scene
 
 __all__ = [
@@ -110,13 +112,17 @@ def _image_seed(seed: int, split: str, index: int) -> List[int]:
     return [seed, _SPLIT_SEED_OFFSET[split], index]
 
 
-def _write_json_atomically(data: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, separators=(",", ":"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _generator_args(
+    split: str, num_images: int, seed: int, image_format: str, scene: SceneConfig
+) -> dict:
+    """What ``info.generator`` of a split's json records; equal records mean equal files."""
+    return {
+        "split": split,
+        "num_images": num_images,
+        "seed": seed,
+        "image_format": image_format,
+        "scene": asdict(scene),
+    }
 
 
 def generate_split(
@@ -163,20 +169,18 @@ def generate_split(
 
     info = {
         "description": f"centermask synthetic shapes, {split} split",
-        "generator": {
-            "split": split,
-            "num_images": num_images,
-            "seed": seed,
-            "image_format": image_format,
-            "scene": asdict(scene),
-        },
+        "generator": _generator_args(split, num_images, seed, image_format, scene),
     }
     categories = [
         {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASS_NAMES)
     ]
     for anns, rle in ((rle_anns, True), (polygon_anns, False)):
         data = {"info": info, "images": images, "annotations": anns, "categories": categories}
-        _write_json_atomically(data, annotation_path(root, split, rle=rle))
+        atomic_write(
+            str(annotation_path(root, split, rle=rle)),
+            lambda f: json.dump(data, f, separators=(",", ":")),
+            mode="w",
+        )
     return {"images": num_images, "instances": len(polygon_anns)}
 
 
@@ -223,13 +227,7 @@ def ensure_synthetic(
     scene = scene or SceneConfig()
     generated = False
     for split, count in (("train", num_train), ("val", num_val)):
-        wanted = {
-            "split": split,
-            "num_images": count,
-            "seed": seed,
-            "image_format": image_format,
-            "scene": asdict(scene),
-        }
+        wanted = _generator_args(split, count, seed, image_format, scene)
         if _existing_generator_args(root, split) == wanted:
             continue
         logger.info(f"Generating the synthetic {split} split ({count} images) in {root}")

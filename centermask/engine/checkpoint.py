@@ -7,30 +7,14 @@ the new checkpoint, never a truncated one, and ``--resume`` continues from the l
 """
 
 import os
-import tempfile
-from typing import IO, Any, Callable
+from typing import Any
 
 import torch
 
 from centermask.checkpoint import CenterMaskCheckpointer
+from centermask.utils.file_io import atomic_write
 
 __all__ = ["AtomicCheckpointer", "atomic_write"]
-
-
-def atomic_write(path: str, write: Callable[[IO], None], mode: str = "wb") -> None:
-    """Call ``write(f)`` on a temporary file next to ``path``, then rename it to ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _is_local(path: str) -> bool:
