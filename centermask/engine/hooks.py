@@ -24,9 +24,7 @@ class CheckpointHook(hooks.PeriodicCheckpointer):
     def after_train(self):
         if getattr(self.trainer, "failed", False):
             return
-        parent = getattr(super(), "after_train", None)
-        if parent is not None:
-            parent()
+        super().after_train()
 
 
 class EvalHook(hooks.EvalHook):

@@ -89,7 +89,6 @@ class Trainer(DefaultTrainer):
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
-        check_class_counts(cfg)
 
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
