@@ -25,9 +25,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Tuple
 
 import cv2
+import numpy as np
 from detectron2.data import MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
@@ -91,6 +92,19 @@ def _output_path(output: str, input_path: str, single: bool) -> str:
     return os.path.join(output, Path(input_path).stem + ".png")
 
 
+def _draw(args, image, instances, metadata) -> Tuple[int, np.ndarray]:
+    """The instances above the threshold drawn over ``image`` (BGR); returns their count too."""
+    shown = filter_by_score(instances, args.confidence_threshold, args.score)
+    drawn = draw_predictions(
+        image,
+        shown,
+        metadata,
+        color_by_mask_score=args.color_by_mask_score,
+        scale=args.scale,
+    )
+    return len(shown), drawn
+
+
 def run_images(args, predictor: BatchPredictor, metadata) -> List[str]:
     paths = expand_inputs(args.input)
     written = []
@@ -106,15 +120,8 @@ def run_images(args, predictor: BatchPredictor, metadata) -> List[str]:
         outputs = predictor(images)
         per_image = (time.perf_counter() - tic) / len(chunk)
         for path, image, instances in zip(chunk, images, outputs):
-            shown = filter_by_score(instances, args.confidence_threshold, args.score)
-            logger.info(f"{path}: {len(shown)} instances in {per_image:.3f}s")
-            drawn = draw_predictions(
-                image,
-                shown,
-                metadata,
-                color_by_mask_score=args.color_by_mask_score,
-                scale=args.scale,
-            )
+            count, drawn = _draw(args, image, instances, metadata)
+            logger.info(f"{path}: {count} instances in {per_image:.3f}s")
             if args.output:
                 out = _output_path(args.output, path, single=len(paths) == 1)
                 cv2.imwrite(out, drawn)
@@ -153,18 +160,8 @@ def run_video(args, predictor: BatchPredictor, metadata) -> List[str]:
     try:
         for index, frame in enumerate(_frames(capture)):
             tic = time.perf_counter()
-            instances = predictor([frame])[0]
-            shown = filter_by_score(instances, args.confidence_threshold, args.score)
-            drawn = draw_predictions(
-                frame,
-                shown,
-                metadata,
-                color_by_mask_score=args.color_by_mask_score,
-                scale=args.scale,
-            )
-            logger.info(
-                f"frame {index}: {len(shown)} instances in {time.perf_counter() - tic:.3f}s"
-            )
+            count, drawn = _draw(args, frame, predictor([frame])[0], metadata)
+            logger.info(f"frame {index}: {count} instances in {time.perf_counter() - tic:.3f}s")
             if args.output:
                 if writer is None:
                     fps = capture.get(cv2.CAP_PROP_FPS) or 15.0

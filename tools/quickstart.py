@@ -9,7 +9,7 @@ few training iterations and set SOLVER.MAX_ITER so that the whole run fits ``--b
 (the LR steps follow; pass SOLVER.MAX_ITER to fix it instead), (3) train
 configs/quickstart/centermask_lite_V_19_slim_dw_eSE_synthetic.yaml, (4) evaluate on synthetic_val
 with the COCO API (box AP on the box score, mask AP on mask_scores), (5) write prediction images
-(ground truth | prediction) to <output>/predictions and the loss curve to <output>/loss_curve.png,
+(ground truth | prediction) to <output>/predictions (the trainer has drawn <output>/loss_curve.png),
 (6) print a summary table (also saved as <output>/summary.json).
 
 Threads: by default step (2) times the iterations with one intra-op thread per core and with a
@@ -48,7 +48,6 @@ from centermask.engine import (  # noqa: E402
     Trainer,
     draw_predictions,
     filter_by_score,
-    plot_loss_curve,
 )
 from centermask.engine.defaults import build_config  # noqa: E402
 
@@ -258,9 +257,8 @@ def main(argv=None) -> dict:
     images = write_prediction_images(
         cfg, model, cfg.DATASETS.TEST[0], out / "predictions", args.num_vis, args.vis_threshold
     )
-    curve = None
-    if (out / "metrics.json").is_file():
-        curve = plot_loss_curve(str(out / "metrics.json"), str(out / "loss_curve.png"))
+    # Drawn by the trainer's LossCurveHook at the end of training.
+    curve = out / "loss_curve.png" if (out / "loss_curve.png").is_file() else None
 
     # 6. Summary.
     total = time.perf_counter() - start
