@@ -1,5 +1,6 @@
 """Shared helpers for the tests: parity folders, configs, models with synthetic weights."""
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -22,6 +23,14 @@ from compare import compare  # noqa: E402
 from synth_weights import synth_state_dict  # noqa: E402
 
 PARITY_DIRS = sorted(p.name for p in PARITY.iterdir() if p.is_dir())
+
+
+def load_tool(name: str):
+    """``tools/<name>.py`` imported as a module (the tools are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def parity_dir(name: str) -> Path:

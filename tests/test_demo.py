@@ -1,6 +1,5 @@
 """tools/demo.py and BatchPredictor, with a randomly initialised model that keeps every candidate."""
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -11,9 +10,9 @@ from detectron2.structures import Boxes, Instances
 
 from centermask.config import get_cfg
 from centermask.engine import AtomicCheckpointer, BatchPredictor, Trainer, filter_by_score
+from helpers import QUICK_CONFIGS, load_tool
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFIG = ROOT / "configs/quick_schedules/centermask_lite_V_19_slim_dw_synthetic_instant_test.yaml"
+CONFIG = QUICK_CONFIGS / "centermask_lite_V_19_slim_dw_synthetic_instant_test.yaml"
 OPTS = ["MODEL.FCOS.INFERENCE_TH_TEST", "0.0", "MODEL.FCOS.POST_NMS_TOPK_TEST", "10"]
 
 
@@ -76,13 +75,6 @@ def test_filter_by_score_uses_the_named_score():
         filter_by_score(instances, 0.4, "iou")
 
 
-def _demo_module():
-    spec = importlib.util.spec_from_file_location("centermask_demo", ROOT / "tools" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_demo_on_a_folder_writes_one_drawn_image_per_input(weights, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -90,7 +82,7 @@ def test_demo_on_a_folder_writes_one_drawn_image_per_input(weights, tmp_path):
         cv2.imwrite(str(folder / f"img{i}.png"), image)
     (folder / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
-    written = _demo_module().main(
+    written = load_tool("demo").main(
         ["--config-file", str(CONFIG), "--input", str(folder), "--output", str(out),
          "--confidence-threshold", "0.0", "--score", "mask", "--color-by-mask-score",
          "--opts", "MODEL.WEIGHTS", weights, *OPTS]
@@ -104,7 +96,7 @@ def test_demo_on_a_folder_writes_one_drawn_image_per_input(weights, tmp_path):
 
 def test_demo_names_inputs_that_match_nothing(weights, tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing-here"):
-        _demo_module().main(
+        load_tool("demo").main(
             ["--config-file", str(CONFIG), "--input", str(tmp_path / "nothing-here*.jpg"),
              "--output", str(tmp_path), "--opts", "MODEL.WEIGHTS", weights]
         )  # fmt: skip
@@ -117,7 +109,7 @@ def test_demo_on_a_video_writes_a_video_with_every_frame(weights, tmp_path):
         writer.write(frame)
     writer.release()
     out = tmp_path / "out.mp4"
-    written = _demo_module().main(
+    written = load_tool("demo").main(
         ["--config-file", str(CONFIG), "--video-input", str(video), "--output", str(out),
          "--confidence-threshold", "0.0", "--opts", "MODEL.WEIGHTS", weights, *OPTS]
     )  # fmt: skip

@@ -8,21 +8,12 @@ import tarfile
 
 import pytest
 
-from helpers import ROOT
-
-
-def _load_installer():
-    spec = importlib.util.spec_from_file_location(
-        "install_detectron2", ROOT / "tools" / "install_detectron2.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import ROOT, load_tool
 
 
 @pytest.fixture
 def installer():
-    return _load_installer()
+    return load_tool("install_detectron2")
 
 
 def _refuse(*args, **kwargs):

@@ -18,9 +18,9 @@ from centermask.data import register_synthetic
 from centermask.data.synthetic import generate_synthetic
 from centermask.data.synthetic_scene import SceneConfig
 from centermask.engine import AtomicCheckpointer, Trainer
+from helpers import QUICK_CONFIGS, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFIG = ROOT / "configs/quick_schedules/centermask_lite_V_19_slim_dw_synthetic_instant_test.yaml"
+CONFIG = QUICK_CONFIGS / "centermask_lite_V_19_slim_dw_synthetic_instant_test.yaml"
 TRAIN_NET = ROOT / "tools/train_net.py"
 # Every candidate is kept at test time, so that a barely trained model has detections to score.
 EVAL_OPTS = ["MODEL.FCOS.INFERENCE_TH_TEST", "0.0"]

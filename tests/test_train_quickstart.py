@@ -1,20 +1,11 @@
 """tools/quickstart.py end to end, shortened: data, training, COCO AP, pictures, summary."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _quickstart():
-    spec = importlib.util.spec_from_file_location("quickstart", ROOT / "tools" / "quickstart.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_tool
 
 
 @pytest.mark.slow
@@ -22,7 +13,7 @@ def test_quickstart_generates_trains_evaluates_and_summarises(tmp_path, capsys):
     threads = torch.get_num_threads()
     out = tmp_path / "out"
     try:
-        summary = _quickstart().main(
+        summary = load_tool("quickstart").main(
             ["--data-dir", str(tmp_path / "synthetic"), "--output-dir", str(out),
              "--num-train", "6", "--num-val", "3", "--num-vis", "2", "--threads", "1",
              "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "1",
@@ -41,7 +32,7 @@ def test_quickstart_generates_trains_evaluates_and_summarises(tmp_path, capsys):
 
 
 def test_time_budget_rescales_iterations_steps_and_checkpoints():
-    quickstart = _quickstart()
+    quickstart = load_tool("quickstart")
     cfg = quickstart.build_config(
         quickstart.argparse.Namespace(config_file=str(quickstart.DEFAULT_CONFIG), opts=[])
     )
