@@ -6,7 +6,7 @@ MobileNetV2 and FCOS-FPN backbones, the ``FCOS`` proposal generator, ``CenterROI
 """
 
 from . import modeling  # noqa: F401  (registers the components)
+from .acceleration import optimize_for_inference  # noqa: F401
 from .config import add_centermask_config, get_cfg  # noqa: F401
-from .export import optimize_for_inference  # noqa: F401
 
 __version__ = "0.1.0"

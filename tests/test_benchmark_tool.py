@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from centermask.utils.benchmark import parse_modes
-from centermask.utils.stage_timer import StageTimer
+from centermask.benchmark.inference import parse_modes
+from centermask.benchmark.stage_timer import StageTimer
 from centermask.utils.synthetic_weights import synthetic_state_dict
 from helpers import CONFIGS, ROOT, build_synthetic_model, parity_keys, synth_state_dict
 

@@ -9,7 +9,7 @@ from export_testing import compare_to, failures, parity_inputs, pipeline_arrays,
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from centermask.export import CenterMaskInference  # noqa: E402
+from centermask.acceleration import CenterMaskInference  # noqa: E402
 from centermask.export.onnx_export import export_onnx, export_torchscript  # noqa: E402
 from centermask.export.onnx_predictor import OnnxCenterMaskPredictor  # noqa: E402
 

@@ -25,9 +25,8 @@ import sys
 import cv2
 import torch
 
-from centermask.config import get_cfg
-from centermask.export.optimize import parse_dtype
-from centermask.utils.benchmark import (
+from centermask.acceleration.optimize import parse_dtype
+from centermask.benchmark.inference import (
     benchmark_inference,
     build_benchmark_model,
     environment_info,
@@ -35,7 +34,8 @@ from centermask.utils.benchmark import (
     parse_modes,
     synthetic_image,
 )
-from centermask.utils.benchmark_train import benchmark_training, format_training_table
+from centermask.benchmark.training import benchmark_training, format_training_table
+from centermask.config import get_cfg
 
 
 def _int_list(text: str):
@@ -57,7 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
-    parser.add_argument("--modes", default="eager,optimized", help="see centermask.utils.benchmark")
+    parser.add_argument(
+        "--modes", default="eager,optimized", help="see centermask.benchmark.inference"
+    )
     parser.add_argument("--batch-sizes", type=_int_list, default=[1], help="e.g. 1,4,8")
     parser.add_argument("--iterations", type=int, default=10, help="timed runs per mode")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs per mode first")

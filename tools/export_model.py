@@ -10,7 +10,7 @@ ONNX writes ``dense.onnx`` (backbone + FPN + FCOS head, dynamic batch/height/wid
 run them with ``centermask.export.onnx_predictor.OnnxCenterMaskPredictor``, which returns the
 same Instances as the PyTorch model. ``--check`` runs both on a synthetic image and compares.
 TorchScript writes ``dense.ts``, the traced dense part (to use with
-``centermask.export.CenterMaskInference``).
+``centermask.acceleration.CenterMaskInference``).
 """
 
 import argparse
@@ -18,9 +18,9 @@ import sys
 
 import torch
 
+from centermask.benchmark.inference import build_benchmark_model, make_inputs, synthetic_image
 from centermask.config import get_cfg
 from centermask.export.onnx_export import export_onnx, export_torchscript
-from centermask.utils.benchmark import build_benchmark_model, make_inputs, synthetic_image
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,8 +1,18 @@
-"""Faster inference and deployment: BN folding, the split inference pipeline, ONNX export."""
+"""Export it: ONNX (and TorchScript) graphs of a CenterMask model and an onnxruntime predictor.
 
-from .fold_batchnorm import fold_frozen_batchnorm
-from .inference_model import CenterMaskInference, DenseCenterMask
-from .optimize import optimize_for_inference
+* :mod:`.onnx_export`: :func:`~.onnx_export.export_onnx` writes the dense and mask-head graphs;
+* :mod:`.onnx_predictor`: :class:`~.onnx_predictor.OnnxCenterMaskPredictor` runs them.
+
+The float32 optimisation that used to live here is in :mod:`centermask.acceleration`; its names
+and old module paths (``centermask.export.optimize`` ...) stay importable from here.
+"""
+
+from centermask.acceleration import (
+    CenterMaskInference,
+    DenseCenterMask,
+    fold_frozen_batchnorm,
+    optimize_for_inference,
+)
 
 __all__ = [
     "CenterMaskInference",

@@ -1,6 +1,6 @@
 """Export CenterMask to ONNX (and TorchScript) in two graphs around the per-detection steps.
 
-The split (see ``docs`` in :mod:`centermask.export.onnx_predictor`):
+The split (see :mod:`centermask.export.onnx_predictor`):
 
 * ``dense.onnx``: backbone + FPN + FCOS head. Input ``images`` (N, 3, H, W) float32, normalised
   and zero-padded to multiples of 32 (dynamic N, H, W). Outputs, by name: the RoI features
@@ -23,9 +23,9 @@ import torch
 from detectron2.modeling.meta_arch.rcnn import GeneralizedRCNN
 from torch import nn
 
-from .fold_batchnorm import fold_frozen_batchnorm
-from .fused_modules import ClassSelectedMaskPredictor
-from .inference_model import DenseCenterMask, check_centermask_model
+from centermask.acceleration.fold_batchnorm import fold_frozen_batchnorm
+from centermask.acceleration.fused_modules import ClassSelectedMaskPredictor
+from centermask.acceleration.inference_model import DenseCenterMask, check_centermask_model
 
 __all__ = [
     "MaskHeadsForExport",
@@ -175,7 +175,7 @@ def export_torchscript(
     """Trace the dense part (backbone + FPN + FCOS head, BN folded) to ``dense.ts``.
 
     Load it with ``torch.jit.load`` and pass it as ``dense`` to
-    :class:`~centermask.export.inference_model.CenterMaskInference`; the rest of the pipeline
+    :class:`~centermask.acceleration.inference_model.CenterMaskInference`; the rest of the pipeline
     stays in Python.
     """
     check_centermask_model(model)

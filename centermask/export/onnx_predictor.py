@@ -27,9 +27,9 @@ from detectron2.modeling.meta_arch.rcnn import GeneralizedRCNN
 from detectron2.structures import Instances
 from torch import nn
 
+from centermask.acceleration.inference_model import CenterMaskInference
 from centermask.modeling.roi_heads.maskiou_head import maskiou_inference
 
-from .inference_model import CenterMaskInference
 from .onnx_export import DENSE_ONNX, METADATA_JSON
 
 __all__ = ["OnnxModule", "OnnxCenterMaskPredictor", "create_session"]

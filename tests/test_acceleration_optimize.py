@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import centermask
-from centermask.export import CenterMaskInference
+from centermask.acceleration import CenterMaskInference
 from export_testing import (
     RUNS,
     compare_to,
@@ -26,7 +26,7 @@ def optimized_lite():
 
 def test_entry_point_is_exported_and_leaves_the_model_untouched(optimized_lite):
     model = synthetic_model(LITE)
-    assert centermask.optimize_for_inference is centermask.export.optimize_for_inference
+    assert centermask.optimize_for_inference is centermask.acceleration.optimize_for_inference
     assert isinstance(optimized_lite, CenterMaskInference) and not optimized_lite.training
     # the original still has its FrozenBNs and its full mask predictor
     assert any(type(m).__name__ == "FrozenBatchNorm2d" for m in model.modules())

@@ -8,7 +8,7 @@ from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_backbone
 from torch import nn
 
-from centermask.export.fold_batchnorm import fold_conv_batchnorm, fold_frozen_batchnorm
+from centermask.acceleration.fold_batchnorm import fold_conv_batchnorm, fold_frozen_batchnorm
 from centermask.modeling.backbone import VoVNet
 from centermask.modeling.backbone.mobilenet import MobileNetV2
 from centermask.utils.synthetic_weights import load_synthetic_weights

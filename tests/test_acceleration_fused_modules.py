@@ -7,8 +7,8 @@ import torch
 from detectron2.layers import Conv2d as D2Conv2d
 from torch import nn
 
-from centermask.export.fold_batchnorm import fold_frozen_batchnorm
-from centermask.export.fused_modules import (
+from centermask.acceleration.fold_batchnorm import fold_frozen_batchnorm
+from centermask.acceleration.fused_modules import (
     ClassSelectedMaskPredictor,
     FusedFCOSHead,
     fuse_conv_activations,
