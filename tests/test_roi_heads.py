@@ -236,7 +236,7 @@ def test_maskiou_target_accounts_for_gt_outside_the_box(mask_format):
     logits = torch.ones(1, 28, 28)
     targets = maskiou_targets([instances], logits, gt28)
     # overlap 784, full GT at this scale 784 / 0.5, union = 784 + 1568 - 784.
-    assert targets.dtype == torch.float32
+    assert targets.dtype == torch.float64
     assert targets.tolist() == pytest.approx([0.5])
     # A prediction covering nothing has IoU 0.
     assert maskiou_targets([instances], -logits, gt28).tolist() == [0.0]
@@ -268,6 +268,23 @@ def test_maskiou_loss_averages_half_squared_error_over_positive_targets():
     assert loss.item() == pytest.approx(expected)
     zero = maskiou_loss(pred, classes, torch.zeros(3))
     assert zero.item() == 0.0 and zero.requires_grad
+
+
+def test_maskiou_loss_keeps_float64_targets_when_prediction_nearly_cancels_them():
+    # IoU targets such as 1/3 are not float32 numbers. A float32 prediction equal to the target's
+    # float32 rounding leaves only the rounding error, which the original squares in float64:
+    # rounding the target to float32 first would give exactly 0 (a relative error of 1.0).
+    targets = torch.tensor([1.0 / 3.0, 2.0 / 7.0], dtype=torch.float64)
+    pred = targets.to(torch.float32)[:, None].clone().requires_grad_()
+    classes = torch.tensor([0, 0])
+    loss = maskiou_loss(pred, classes, targets, loss_weight=1.0)
+    rounding = [float(torch.tensor(t, dtype=torch.float32).double()) - t for t in targets.tolist()]
+    expected = (0.5 * rounding[0] ** 2 + 0.5 * rounding[1] ** 2) / 2
+    assert expected > 0
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert pred.grad is not None and pred.grad.dtype == torch.float32
 
 
 def test_maskiou_inference_scales_box_scores_by_predicted_iou():

@@ -203,12 +203,13 @@ def maskiou_targets(
         gt_masks: (M, S, S) bool GT masks cropped to the proposal boxes.
 
     Returns:
-        (M,) targets in [0, 1], computed in float64 and returned in ``mask_logits.dtype``.
+        (M,) float64 targets in [0, 1]. They stay in float64 until the loss: a prediction close to
+        its target would otherwise square the target's float32 rounding into the loss.
     """
     device = mask_logits.device
     instances = [x for x in instances if len(x) > 0]
     if not instances:
-        return mask_logits.new_zeros((0,))
+        return mask_logits.new_zeros((0,), dtype=torch.float64)
     inside = cat([mask_areas_inside_boxes(x.gt_masks, x.proposal_boxes.tensor) for x in instances])
     full = cat([mask_areas(x.gt_masks) for x in instances])
     ratio = torch.where(full > 0, inside / full.clamp(min=1e-10), torch.zeros_like(full))
@@ -219,7 +220,7 @@ def maskiou_targets(
     predicted = (mask_logits > 0).flatten(1)
     overlap = (predicted & gt_masks.flatten(1)).sum(dim=1).to(torch.float64)
     union = (predicted.sum(dim=1).to(torch.float64) + full_gt_area - overlap).clamp(min=1.0)
-    return (overlap.clamp(min=0.0) / union).to(mask_logits.dtype)
+    return overlap.clamp(min=0.0) / union
 
 
 def maskiou_loss(
@@ -230,18 +231,26 @@ def maskiou_loss(
 ) -> torch.Tensor:
     """``loss_weight * sum_{t > 0} 0.5 * (pred[gt_class] - t)^2 / #(t > 0)`` (0 when no t > 0).
 
+    The arithmetic runs in float64, as in the original, and only the result is cast to (at least)
+    float32: when predictions approach their targets, rounding the difference's operands to
+    float32 first would change the loss by a relative 1e-4 or more.
+
     Args:
         pred_maskiou: (M, K) predictions.
         gt_classes: (M,) int64.
-        targets: (M,) IoU targets.
+        targets: (M,) IoU targets (float64 from ``maskiou_targets``).
+
+    Returns:
+        A scalar in ``pred_maskiou``'s dtype promoted to at least float32.
     """
     rows = torch.arange(pred_maskiou.shape[0], device=pred_maskiou.device)
     selected = pred_maskiou[rows, gt_classes.to(torch.int64)]
     positive = targets > 0
-    num_positive = positive.sum().clamp(min=1).to(selected.dtype)
-    squared = 0.5 * (selected[positive] - targets[positive].to(selected.dtype)) ** 2
+    num_positive = positive.sum().clamp(min=1).to(torch.float64)
+    difference = selected[positive].to(torch.float64) - targets[positive].to(torch.float64)
     # An empty selection still sums to a zero that is connected to the graph.
-    return loss_weight * squared.sum() / num_positive
+    loss = loss_weight * (0.5 * difference**2).sum() / num_positive
+    return loss.to(torch.promote_types(pred_maskiou.dtype, torch.float32))
 
 
 def maskiou_inference(pred_maskiou: torch.Tensor, pred_instances: List[Instances]) -> None:
