@@ -27,6 +27,14 @@ def add_centermask_config(cfg: CN) -> CN:
     # iterations of the quickstart model: 1.1x with 1 thread, 1.35x with 2); outputs are the same
     # up to float rounding. Off by default.
     _C.MODEL.CHANNELS_LAST = False
+    # Not in the original: train for a wall-clock budget (minutes, training plus the final
+    # evaluation; 0 = off). WARMUP_ITERS, STEPS and MAX_ITER then only give the shape of the LR
+    # schedule (fractions of the training time) and training ends when the time is used
+    # (centermask.engine.time_budget).
+    _C.SOLVER.TIME_BUDGET_MINUTES = 0.0
+    # Time reserved for the final evaluation: seconds per test image, as a multiple of the
+    # measured training seconds per training image.
+    _C.SOLVER.TIME_BUDGET_EVAL_COST = 2.0
 
     # ---------------------------------------------------------------------------------------- #
     # FCOS proposal generator

@@ -14,12 +14,18 @@ logger = logging.getLogger(__name__)
 
 
 class CheckpointHook(hooks.PeriodicCheckpointer):
-    """detectron2's ``PeriodicCheckpointer`` hook that writes nothing once training has failed.
+    """detectron2's ``PeriodicCheckpointer`` hook that writes nothing once training has failed,
+    and writes ``model_final`` at ``trainer.max_iter`` also when that moves (a time budget).
 
     detectron2 (upstream) saves ``model_final`` in ``after_train`` when the failing iteration was
     the last one; after an exception (a non-finite loss, say) that would record a state that did
     not finish its step. The trainer sets ``trainer.failed`` when ``run_step`` raises.
     """
+
+    def after_step(self):
+        # The end of training can move (a time budget decides it as training goes).
+        self.max_iter = self.trainer.max_iter
+        super().after_step()
 
     def after_train(self):
         if getattr(self.trainer, "failed", False):

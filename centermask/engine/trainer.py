@@ -11,6 +11,7 @@ period, periodic evaluation and ``resume_or_load`` it keeps):
 * :class:`.CheckedTrainLoop` (float32 losses, AMP on CUDA or CPU, a non-finite-loss stop) and
   atomic checkpoints (:class:`.AtomicCheckpointer`) that are never written after a failure;
 * distributed data parallel on CPU (gloo) as well as CUDA;
+* training for a wall-clock budget (``SOLVER.TIME_BUDGET_MINUTES``, :mod:`.time_budget`);
 * ``loss_curve.png`` in ``OUTPUT_DIR`` at the end of training.
 """
 
@@ -28,7 +29,7 @@ from detectron2.data import (
     build_detection_test_loader,
     build_detection_train_loader,
 )
-from detectron2.engine import DefaultTrainer, TrainerBase, hooks
+from detectron2.engine import DefaultTrainer, TrainerBase, default_writers, hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
@@ -40,6 +41,7 @@ from centermask.modeling import CenterMaskWithTTA
 from .checkpoint import AtomicCheckpointer
 from .evaluators import build_evaluator
 from .hooks import CheckpointHook, EvalHook, LossCurveHook
+from .time_budget import StoppableTrainLoop, TimeBudget, TimeBudgetLRScheduler
 from .train_loop import CheckedTrainLoop
 
 __all__ = ["Trainer", "check_dataset_classes", "create_ddp_model"]
@@ -81,8 +83,17 @@ def create_ddp_model(model: torch.nn.Module) -> torch.nn.Module:
     )
 
 
-class Trainer(DefaultTrainer):
-    """CenterMask's trainer; use it like detectron2's ``DefaultTrainer``."""
+# The loop's end when a time budget decides it (TimeBudget lowers trainer.max_iter to end it).
+_UNBOUNDED_ITERATIONS = 10**12
+
+
+class Trainer(DefaultTrainer, StoppableTrainLoop):
+    """CenterMask's trainer; use it like detectron2's ``DefaultTrainer``.
+
+    With ``SOLVER.TIME_BUDGET_MINUTES > 0`` training and the final evaluation fit that many
+    minutes: ``self.time_budget`` (a :class:`TimeBudget` hook) drives the LR schedule and ends
+    training, and ``SOLVER.MAX_ITER`` only gives the shape of the schedule.
+    """
 
     def __init__(self, cfg):
         TrainerBase.__init__(self)
@@ -102,9 +113,12 @@ class Trainer(DefaultTrainer):
             model, data_loader, optimizer, amp=cfg.SOLVER.AMP.ENABLED, nonfinite_hint=hint
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.time_budget = self.build_time_budget(cfg)
+        if self.time_budget is not None:
+            self.scheduler = TimeBudgetLRScheduler.replacing(self.scheduler, self.time_budget)
         self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
-        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.max_iter = cfg.SOLVER.MAX_ITER if self.time_budget is None else _UNBOUNDED_ITERATIONS
         self.cfg = cfg
         self.failed = False
         self.register_hooks(self.build_hooks())
@@ -128,7 +142,30 @@ class Trainer(DefaultTrainer):
             # Before the PeriodicWriter (last on the main process) so its results are written.
             ret.insert(-1, EvalHook(0, lambda: self.test_with_TTA(self.cfg, self.model)))
         ret.append(LossCurveHook(self.cfg.OUTPUT_DIR))
+        if self.time_budget is not None:
+            # Before the LRScheduler and the checkpointer: they read what it sets.
+            first = next(i for i, h in enumerate(ret) if isinstance(h, hooks.LRScheduler))
+            ret.insert(first, self.time_budget)
         return ret
+
+    def resume_or_load(self, resume: bool = True):
+        super().resume_or_load(resume=resume)
+        if self.time_budget is not None:
+            self.scheduler.refresh()  # the LR for the time already used, from the first iteration
+
+    def build_writers(self):
+        if self.time_budget is None:
+            return super().build_writers()
+        # No iteration count to compute an ETA from; the TimeBudget hook logs the time left.
+        return default_writers(self.cfg.OUTPUT_DIR, max_iter=None)
+
+    @classmethod
+    def build_time_budget(cls, cfg):
+        """The :class:`TimeBudget` hook for ``SOLVER.TIME_BUDGET_MINUTES``, None when it is 0."""
+        minutes = cfg.SOLVER.TIME_BUDGET_MINUTES
+        if minutes < 0:
+            raise ValueError(f"SOLVER.TIME_BUDGET_MINUTES must be >= 0 (0: off), got {minutes}")
+        return TimeBudget(cfg) if minutes > 0 else None
 
     def _test_and_save_results(self):
         self._last_eval_results = self.test(self.cfg, self.model)
