@@ -31,13 +31,17 @@ def test_quickstart_generates_trains_evaluates_and_summarises(tmp_path, capsys):
     assert "mask AP" in printed and "box AP" in printed and "iterations" in printed
 
 
-def test_time_budget_rescales_iterations_steps_and_checkpoints():
+def test_training_gets_the_budget_left_after_set_up_less_the_end_reserve():
     quickstart = load_tool("quickstart")
-    cfg = quickstart.build_config(
-        quickstart.argparse.Namespace(config_file=str(quickstart.DEFAULT_CONFIG), opts=[])
-    )
-    max_iter, steps = cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS
-    quickstart.rescale_schedule(cfg, max_iter // 2)
-    assert cfg.SOLVER.MAX_ITER == max_iter // 2
-    assert cfg.SOLVER.STEPS == tuple(round(s / 2) for s in steps)
-    assert cfg.SOLVER.STEPS[-1] < cfg.SOLVER.MAX_ITER
+    opts = quickstart.time_budget_opts(15, spent_seconds=42.0, opts=["OUTPUT_DIR", "x"])
+    assert opts[0] == "SOLVER.TIME_BUDGET_MINUTES"
+    # 900 s less 2% (18 s), 10 s for pictures and summary, 42 s spent: 830 s.
+    assert float(opts[1]) * 60 == pytest.approx(830.0)
+
+
+def test_no_time_budget_when_disabled_or_iterations_are_fixed():
+    quickstart = load_tool("quickstart")
+    assert quickstart.time_budget_opts(0, 5.0, []) == []
+    assert quickstart.time_budget_opts(15, 5.0, ["SOLVER.MAX_ITER", "3"]) == []
+    with pytest.raises(ValueError, match="--budget-minutes 0.1 leaves no time"):
+        quickstart.time_budget_opts(0.1, 5.0, [])
