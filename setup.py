@@ -38,6 +38,8 @@ setup(
     extras_require={
         "export": ["onnx", "onnxruntime"],
         "timm": ["timm"],
-        "dev": ["pytest", "black", "isort", "onnx", "onnxruntime", "timm"],
+        # C++ COCOeval for box and mask AP (centermask.evaluation.coco_evaluation)
+        "eval": ["faster-coco-eval>=1.6"],
+        "dev": ["pytest", "black", "isort", "onnx", "onnxruntime", "timm", "faster-coco-eval>=1.6"],
     },
 )

@@ -5,10 +5,66 @@ same defaults to the config it is given. Unlike the original, it never touches d
 defaults, so ``detectron2.config.get_cfg()`` stays untouched after ``import centermask``.
 """
 
+import contextlib
+import logging
+from typing import Iterator
+
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg as _d2_get_cfg
 
-__all__ = ["add_centermask_config", "get_cfg", "check_class_counts"]
+from .config_centermask_pr import add_centermask_pr_config
+from .config_condinst import add_condinst_config
+
+__all__ = [
+    "CenterMaskCfgNode",
+    "THING_CLASS_KEYS",
+    "add_centermask_config",
+    "get_cfg",
+    "check_class_counts",
+]
+
+# Every config key that holds the number of thing classes (no background class): command-line data
+# sets fill in those a run does not set (centermask.data.command_line.apply_class_counts).
+THING_CLASS_KEYS = ("MODEL.FCOS.NUM_CLASSES", "MODEL.ROI_HEADS.NUM_CLASSES")
+
+
+class _MissingVersionFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "has no VERSION" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _missing_version_silenced() -> Iterator[None]:
+    """Drop detectron2's "Config '...' has no VERSION. Assuming it to be v2." while a file is
+    merged. The original centermask2 YAMLs (kept value for value) have no VERSION key, and the
+    assumption detectron2 then makes, the latest version, is the right one for them."""
+    compat_logger = logging.getLogger("detectron2.config.compat")
+    quiet = _MissingVersionFilter()
+    compat_logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        compat_logger.removeFilter(quiet)
+
+
+class CenterMaskCfgNode(CN):
+    """detectron2's ``CfgNode``, without the "has no VERSION" warning when merging a YAML file.
+
+    Only the root has this type: its sub-nodes stay detectron2 ``CfgNode`` objects, because yacs
+    refuses to merge nodes of different types (e.g. a sub-node a user adds with ``CfgNode()``).
+    """
+
+    @classmethod
+    def _create_config_tree_from_dict(cls, dic: dict, key_list: list) -> dict:
+        return CN._create_config_tree_from_dict(dic, key_list)
+
+    @classmethod
+    def _decode_cfg_value(cls, value):
+        return CN._decode_cfg_value(value)
+
+    def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = True) -> None:
+        with _missing_version_silenced():
+            super().merge_from_file(cfg_filename, allow_unsafe=allow_unsafe)
 
 
 def add_centermask_config(cfg: CN) -> CN:
@@ -100,12 +156,15 @@ def add_centermask_config(cfg: CN) -> CN:
 
     _C.MODEL.ROI_KEYPOINT_HEAD.IN_FEATURES = ["p2", "p3", "p4", "p5"]
     _C.MODEL.ROI_KEYPOINT_HEAD.ASSIGN_CRITERION = "ratio"
+    add_condinst_config(_C)
+    add_centermask_pr_config(_C)
     return cfg
 
 
 def get_cfg() -> CN:
-    """detectron2's default config plus the CenterMask keys (same name and module as the original)."""
-    return add_centermask_config(_d2_get_cfg())
+    """detectron2's default config plus the CenterMask keys (same name and module as the original),
+    as a :class:`CenterMaskCfgNode` (detectron2's ``CfgNode`` with a quiet ``merge_from_file``)."""
+    return add_centermask_config(CenterMaskCfgNode(_d2_get_cfg()))
 
 
 def check_class_counts(cfg: CN) -> None:

@@ -10,6 +10,7 @@ from .coco_checks import (
     register_coco_checked,
     validate_coco_dict,
 )
+from .command_line import parse_dataset_spec, register_dataset_specs
 from .dataset_mapper import CheckedDatasetMapper, DatasetRecordError
 from .synthetic import ensure_synthetic, generate_synthetic
 from .synthetic_scene import CLASS_NAMES
@@ -26,7 +27,9 @@ __all__ = [
     "ensure_synthetic",
     "generate_synthetic",
     "load_coco_json_checked",
+    "parse_dataset_spec",
     "register_coco_checked",
+    "register_dataset_specs",
     "register_synthetic",
     "validate_coco_dict",
 ]

@@ -1,7 +1,7 @@
 """Training, evaluation and inference: the trainer, its hooks, a CPU-capable launch, a predictor."""
 
 from .checkpoint import AtomicCheckpointer, atomic_write
-from .defaults import argument_parser, build_config, setup
+from .defaults import add_dataset_argument, argument_parser, build_config, setup
 from .evaluators import build_evaluator
 from .hooks import CheckpointHook, EvalHook, LossCurveHook, plot_loss_curve, read_metrics
 from .launch import choose_backend, launch, setup_local_process_group
@@ -18,6 +18,7 @@ __all__ = [
     "EvalHook",
     "LossCurveHook",
     "Trainer",
+    "add_dataset_argument",
     "argument_parser",
     "atomic_write",
     "build_config",

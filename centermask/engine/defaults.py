@@ -2,15 +2,22 @@
 
 import argparse
 import logging
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from detectron2.config import CfgNode
 from detectron2.engine import default_argument_parser, default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
-from centermask.config import get_cfg
+from centermask.config import THING_CLASS_KEYS, get_cfg
+from centermask.data.command_line import (
+    apply_class_counts,
+    explicit_config_keys,
+    register_dataset_specs,
+)
 
-__all__ = ["argument_parser", "build_config", "setup"]
+__all__ = ["add_dataset_argument", "argument_parser", "build_config", "setup"]
 
 logger = logging.getLogger(__name__)
 
@@ -18,8 +25,14 @@ _EPILOG = """
 Examples:
 
 Train on the built-in synthetic set (CPU, 2 processes):
-  python tools/train_net.py --config-file configs/quickstart/centermask_lite_V_19_slim_dw_BN.yaml \\
+  python tools/train_net.py \\
+      --config-file configs/quickstart/centermask_lite_V_19_slim_dw_eSE_synthetic.yaml \\
       --num-gpus 2 MODEL.DEVICE cpu
+
+Train and evaluate on your COCO-format data (class counts are taken from the annotations):
+  python tools/train_net.py --config-file configs/centermask/centermask_lite_V_39_eSE_FPN_ms_4x.yaml \\
+      --dataset mine_train=train.json:train_images --dataset mine_val=val.json:val_images \\
+      DATASETS.TRAIN '("mine_train",)' DATASETS.TEST '("mine_val",)'
 
 Evaluate a checkpoint:
   python tools/train_net.py --config-file cfg.yaml --eval-only MODEL.WEIGHTS model_final.pth
@@ -31,19 +44,40 @@ On CPU, --num-gpus is the number of worker processes per machine (gloo backend).
 def argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
     """detectron2's ``default_argument_parser`` (--config-file, --resume, --eval-only,
     --num-gpus, --num-machines, --machine-rank, --dist-url, trailing KEY VALUE overrides)."""
-    return default_argument_parser(epilog=epilog or _EPILOG)
+    parser = default_argument_parser(epilog=epilog or _EPILOG)
+    add_dataset_argument(parser)
+    return parser
+
+
+def add_dataset_argument(parser: argparse.ArgumentParser) -> None:
+    """``--dataset NAME=ANNOTATIONS.json:IMAGE_DIR`` (repeatable), read by :func:`build_config`."""
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="NAME=ANNOTATIONS.json:IMAGE_DIR",
+        help="register a COCO-format data set under NAME, for DATASETS.TRAIN/TEST (repeatable); "
+        "class counts the run does not set are taken from the training set's categories",
+    )
 
 
 def build_config(args: argparse.Namespace) -> CfgNode:
     """CenterMask config from ``--config-file`` and the trailing overrides, frozen.
 
+    The data sets of ``--dataset`` (if any) are registered first, and the class counts the run
+    does not set itself come from its data sets: ``DATASETS.TEST`` with ``--eval-only``,
+    ``DATASETS.TRAIN`` otherwise (see :func:`centermask.data.command_line.apply_class_counts`).
+    Every process of a multi-process launch calls this, so every worker knows the data sets.
+
     A CUDA device requested on a machine without CUDA falls back to CPU, with a warning (every
     shipped YAML inherits detectron2's default ``MODEL.DEVICE: cuda``).
     """
-    cfg = get_cfg()
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(list(args.opts or []))
+    register_dataset_specs(getattr(args, "dataset", None) or [])
+    opts = list(args.opts or [])
+    cfg = _merged_config(args.config_file, opts)
+    datasets = cfg.DATASETS.TEST if getattr(args, "eval_only", False) else cfg.DATASETS.TRAIN
+    explicit = explicit_config_keys(args.config_file, opts)
+    apply_class_counts(cfg, THING_CLASS_KEYS, explicit, datasets)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("CUDA is not available: running on CPU (MODEL.DEVICE cpu)")
         cfg.MODEL.DEVICE = "cpu"
@@ -51,9 +85,20 @@ def build_config(args: argparse.Namespace) -> CfgNode:
     return cfg
 
 
+def _merged_config(config_file: Optional[str], opts: List[str]) -> CfgNode:
+    cfg = get_cfg()
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(opts)
+    return cfg
+
+
 def setup(args: argparse.Namespace) -> CfgNode:
     """``build_config`` plus detectron2's ``default_setup`` (output folder, logging, config
-    dump, seeding)."""
+    dump, seeding). centermask's own log lines (data set registration, class counts, ...) go to
+    the console and ``<OUTPUT_DIR>/log.txt`` like detectron2's, from the start."""
+    output_dir = _merged_config(args.config_file, list(args.opts or [])).OUTPUT_DIR
+    setup_logger(output_dir, distributed_rank=comm.get_rank(), name="centermask")
     cfg = build_config(args)
     default_setup(cfg, args)
     return cfg

@@ -55,10 +55,20 @@ class BatchPredictor:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
 
-    def _model_input(self, image: np.ndarray) -> dict:
+    @staticmethod
+    def _check_image(image: np.ndarray, index: int) -> None:
         if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3):
             shape = getattr(image, "shape", type(image))
-            raise ValueError(f"expected a BGR image of shape (H, W, 3), got {shape}")
+            raise ValueError(f"image {index}: expected a BGR image of shape (H, W, 3), got {shape}")
+        if image.dtype != np.uint8:
+            raise ValueError(
+                f"image {index}: expected a uint8 BGR image (values 0-255), got dtype {image.dtype}"
+                " (convert it, e.g. with np.clip(image, 0, 255).astype(np.uint8))"
+            )
+        if image.size == 0:
+            raise ValueError(f"image {index} is empty: shape {image.shape}")
+
+    def _model_input(self, image: np.ndarray) -> dict:
         if self.input_format == "RGB":
             image = image[:, :, ::-1]
         height, width = image.shape[:2]
@@ -70,9 +80,12 @@ class BatchPredictor:
     def __call__(
         self, images: Sequence[np.ndarray], batch_size: Optional[int] = None
     ) -> List[Instances]:
-        """Args: images: BGR uint8 arrays (H, W, 3), any sizes. Returns one ``Instances`` per
-        image, on the CPU, in the input order."""
+        """Args: images: BGR uint8 arrays (H, W, 3), any non-zero sizes; anything else raises a
+        ValueError naming the image's index. Returns one ``Instances`` per image, on the CPU, in
+        the input order."""
         batch_size = batch_size or self.batch_size
+        for index, image in enumerate(images):
+            self._check_image(image, index)
         outputs: List[Instances] = []
         for start in range(0, len(images), batch_size):
             inputs = [self._model_input(img) for img in images[start : start + batch_size]]

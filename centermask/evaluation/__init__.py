@@ -4,7 +4,7 @@ evaluator that runs on detectron2 v0.6 with current NumPy."""
 from detectron2.evaluation import CityscapesSemSegEvaluator
 
 from .cityscapes_evaluation import CityscapesInstanceEvaluator
-from .coco_evaluation import COCOEvaluator
+from .coco_evaluation import COCOEvaluator, cocoeval_class, instances_to_coco_results
 from .sem_seg_evaluation import SemSegEvaluator
 
 __all__ = [
@@ -12,4 +12,6 @@ __all__ = [
     "CityscapesInstanceEvaluator",
     "CityscapesSemSegEvaluator",
     "SemSegEvaluator",
+    "cocoeval_class",
+    "instances_to_coco_results",
 ]
