@@ -1,0 +1,51 @@
+"""CenterMask-PR configuration keys (``MODEL.CENTERMASK_PR.*``).
+
+:func:`add_centermask_pr_config` is called by :func:`centermask.config.add_centermask_config`;
+like it, it only adds keys to the config it is given. The number of classes is
+``MODEL.FCOS.NUM_CLASSES`` (equal to ``MODEL.ROI_HEADS.NUM_CLASSES``, as for the other models), so
+the data-set class checks of the trainer apply unchanged.
+"""
+
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_centermask_pr_config"]
+
+
+def add_centermask_pr_config(cfg: CN) -> CN:
+    """Add the ``MODEL.CENTERMASK_PR`` keys to ``cfg`` in place (no-op when present); returns it."""
+    if "CENTERMASK_PR" in cfg.MODEL:
+        return cfg
+    pr = cfg.MODEL.CENTERMASK_PR = CN()
+    # "heatmap": CenterNet-style centre heatmap, offset and size heads on IN_FEATURE (paper Sec.
+    # 3); "fcos": the FCOS proposal generator (MODEL.FCOS.*), one instance per location (Sec. 5.4).
+    pr.DETECTOR = "heatmap"
+    # Heatmap detector: the stride-4 feature its heads (and the shape tower) run on.
+    pr.IN_FEATURE = "p2"
+    # Feature the saliency map is predicted on; masks are assembled at its resolution.
+    pr.SALIENCY_IN_FEATURE = "p2"
+    pr.HEAD_CHANNELS = 64
+    # S: the local shape is an S x S map (S^2 channels per location).
+    pr.SHAPE_SIZE = 32
+    # "both" (local shape x global saliency), "local" (shape only) or "global" (saliency only).
+    pr.MASK_MODE = "both"
+    # One saliency channel per class (the instance's class is used) or one for all.
+    pr.CLASS_SPECIFIC_SALIENCY = True
+
+    pr.FOCAL_ALPHA = 2.0
+    pr.FOCAL_BETA = 4.0
+    # CornerNet's Gaussian radius keeps boxes at this IoU.
+    pr.GAUSSIAN_MIN_OVERLAP = 0.7
+    pr.HEATMAP_LOSS_WEIGHT = 1.0
+    pr.OFFSET_LOSS_WEIGHT = 1.0
+    pr.SIZE_LOSS_WEIGHT = 0.1
+    pr.MASK_LOSS_WEIGHT = 1.0
+    # Direct BCE on the class-specific saliency map (unused with a class-agnostic one).
+    pr.SALIENCY_LOSS_WEIGHT = 1.0
+    # FCOS detector: at most this many random positives per batch get the mask loss (-1: all).
+    pr.MAX_TRAIN_MASKS = 256
+
+    # Heatmap detector inference: peaks per image and their minimum score (no NMS).
+    pr.TOPK_TEST = 100
+    pr.SCORE_THRESH_TEST = 0.05
+    pr.MASK_THRESHOLD = 0.4
+    return cfg

@@ -1,0 +1,232 @@
+"""The CenterMask-PR mask head: local shape + global saliency, shared by both detectors.
+
+The detector (centre heatmap or FCOS) says where the instances are and hands over one feature
+vector per instance (the shape features at its centre / location); this head projects it to the
+S x S local shape, predicts the saliency map on one backbone feature, assembles the masks and
+computes their losses.
+"""
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.structures import Instances
+from torch import nn
+
+from .assembly import MASK_MODES, assemble_masks, boxes_at_least_one_pixel, inside_box
+from .losses import assembled_mask_loss, saliency_loss
+from .targets import mask_targets
+
+__all__ = ["MaskQueries", "ShapeSaliencyMaskHead", "conv_head"]
+
+
+@dataclass
+class MaskQueries:
+    """The instances whose masks are trained in one batch (K of them).
+
+    Attributes:
+        image_index: (K,) long, image of the batch.
+        boxes: (K, 4) boxes (x0, y0, x1, y1, input-image pixels) the masks are assembled in.
+        classes: (K,) long, class (selects the class-specific saliency channel).
+        shape_features: (K, C) per-instance features the local shape is projected from.
+        gt_index: (K,) long, index of the GT instance in the batch (images concatenated).
+    """
+
+    image_index: torch.Tensor
+    boxes: torch.Tensor
+    classes: torch.Tensor
+    shape_features: torch.Tensor
+    gt_index: torch.Tensor
+
+
+def conv_head(in_channels: int, hidden: int, out_channels: int, bias: float = 0.0) -> nn.Sequential:
+    """CenterNet's head: 3x3 conv, ReLU, 1x1 conv (final bias set to ``bias``)."""
+    head = nn.Sequential(
+        nn.Conv2d(in_channels, hidden, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(hidden, out_channels, 1),
+    )
+    for module in head:
+        if isinstance(module, nn.Conv2d):
+            nn.init.normal_(module.weight, std=0.01)
+            nn.init.constant_(module.bias, 0.0)
+    nn.init.constant_(head[-1].bias, bias)
+    return head
+
+
+class ShapeSaliencyMaskHead(nn.Module):
+    """Local shape (S^2 per instance) x global saliency (C or 1 channels at one stride)."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        shape_in_channels: int,
+        saliency_in_feature: str,
+        saliency_in_channels: int,
+        saliency_stride: int,
+        shape_size: int = 32,
+        head_channels: int = 64,
+        mode: str = "both",
+        class_specific_saliency: bool = True,
+        mask_loss_weight: float = 1.0,
+        saliency_loss_weight: float = 1.0,
+    ):
+        """
+        Args:
+            num_classes: foreground classes.
+            shape_in_channels: channels of the per-instance shape features.
+            saliency_in_feature, saliency_in_channels, saliency_stride: the backbone feature the
+                saliency map is predicted on (the masks have its resolution).
+            shape_size: S, the side of the local shape.
+            head_channels: hidden channels of the saliency head.
+            mode: "both" (the paper's model), "local" (shape only) or "global" (saliency only).
+            class_specific_saliency: C saliency channels (the instance's class is used) or 1.
+            mask_loss_weight: weight of the assembled-mask BCE.
+            saliency_loss_weight: weight of the direct saliency BCE (class-specific saliency only).
+        """
+        super().__init__()
+        if mode not in MASK_MODES:
+            raise ValueError(
+                f"MODEL.CENTERMASK_PR.MASK_MODE must be one of {MASK_MODES}, got {mode!r}"
+            )
+        self.num_classes = num_classes
+        self.shape_size = shape_size
+        self.mode = mode
+        self.class_specific_saliency = class_specific_saliency
+        self.saliency_in_feature = saliency_in_feature
+        self.saliency_stride = saliency_stride
+        self.mask_loss_weight = mask_loss_weight
+        self.saliency_loss_weight = saliency_loss_weight
+        self.shape_proj: Optional[nn.Linear] = None
+        self.saliency_head: Optional[nn.Sequential] = None
+        if mode != "global":
+            # A 1x1 conv over the shape features, applied only where instances are.
+            self.shape_proj = nn.Linear(shape_in_channels, shape_size**2)
+            nn.init.normal_(self.shape_proj.weight, std=0.01)
+            nn.init.constant_(self.shape_proj.bias, 0.0)
+        if mode != "local":
+            channels = num_classes if class_specific_saliency else 1
+            self.saliency_head = conv_head(saliency_in_channels, head_channels, channels)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec], shape_in_channels: int):
+        pr = cfg.MODEL.CENTERMASK_PR
+        name = pr.SALIENCY_IN_FEATURE
+        if name not in input_shape:
+            raise ValueError(
+                f"MODEL.CENTERMASK_PR.SALIENCY_IN_FEATURE is {name!r}, but the backbone outputs "
+                f"only {sorted(input_shape)}"
+            )
+        return {
+            "num_classes": cfg.MODEL.FCOS.NUM_CLASSES,
+            "shape_in_channels": shape_in_channels,
+            "saliency_in_feature": name,
+            "saliency_in_channels": input_shape[name].channels,
+            "saliency_stride": input_shape[name].stride,
+            "shape_size": pr.SHAPE_SIZE,
+            "head_channels": pr.HEAD_CHANNELS,
+            "mode": pr.MASK_MODE,
+            "class_specific_saliency": pr.CLASS_SPECIFIC_SALIENCY,
+            "mask_loss_weight": pr.MASK_LOSS_WEIGHT,
+            "saliency_loss_weight": pr.SALIENCY_LOSS_WEIGHT,
+        }
+
+    def saliency_map(self, features: Dict[str, torch.Tensor]) -> Optional[torch.Tensor]:
+        """(N, C or 1, H, W) saliency logits, or None without the global branch."""
+        if self.saliency_head is None:
+            return None
+        return self.saliency_head(features[self.saliency_in_feature])
+
+    def _assemble(
+        self,
+        saliency: Optional[torch.Tensor],
+        map_size: Tuple[int, int],
+        image_index: torch.Tensor,
+        boxes: torch.Tensor,
+        classes: torch.Tensor,
+        shape_features: Optional[torch.Tensor],
+    ) -> torch.Tensor:
+        shape_logits = None
+        if self.shape_proj is not None:
+            size = self.shape_size
+            shape_logits = self.shape_proj(shape_features).view(-1, size, size)
+        instance_saliency = None
+        if saliency is not None:
+            channel = classes if self.class_specific_saliency else torch.zeros_like(classes)
+            instance_saliency = saliency[image_index, channel]
+        return assemble_masks(
+            boxes, shape_logits, instance_saliency, map_size, self.saliency_stride
+        )
+
+    def losses(
+        self,
+        features: Dict[str, torch.Tensor],
+        queries: MaskQueries,
+        gt_instances: List[Instances],
+    ) -> Dict[str, torch.Tensor]:
+        """``loss_mask`` (and ``loss_saliency`` with class-specific saliency) of a batch."""
+        feature = features[self.saliency_in_feature]
+        map_size = tuple(feature.shape[-2:])
+        padded = (map_size[0] * self.saliency_stride, map_size[1] * self.saliency_stride)
+        saliency = self.saliency_map(features)
+        targets = mask_targets(gt_instances, padded, self.saliency_stride)
+        probs = self._assemble(
+            saliency,
+            map_size,
+            queries.image_index,
+            queries.boxes,
+            queries.classes,
+            queries.shape_features,
+        )
+        inside = inside_box(
+            boxes_at_least_one_pixel(queries.boxes.float(), self.saliency_stride),
+            map_size[0],
+            map_size[1],
+            self.saliency_stride,
+        )
+        loss = assembled_mask_loss(probs, targets[queries.gt_index], inside)
+        losses = {"loss_mask": self.mask_loss_weight * loss}
+        if self.class_specific_saliency and saliency is not None:
+            union = self._class_union(targets, gt_instances, saliency.shape)
+            losses["loss_saliency"] = self.saliency_loss_weight * saliency_loss(saliency, union)
+        return losses
+
+    @staticmethod
+    def _class_union(
+        targets: torch.Tensor, gt_instances: List[Instances], shape: torch.Size
+    ) -> torch.Tensor:
+        """(N, C, H, W): per image and class, the maximum of its GT masks (0 where none)."""
+        union = targets.new_zeros(shape)
+        first = 0
+        for image, inst in enumerate(gt_instances):
+            masks = targets[first : first + len(inst)]
+            classes = inst.gt_classes.long()
+            for cls in classes.unique().tolist():
+                union[image, cls] = masks[classes == cls].amax(dim=0)
+            first += len(inst)
+        return union
+
+    def predict_masks(
+        self, features: Dict[str, torch.Tensor], detections: List[Instances]
+    ) -> List[Instances]:
+        """Adds ``mask_probs`` (K, H, W), the assembled masks on the saliency grid of the padded
+        input, to each image's detections (``pred_boxes`` in input pixels, ``pred_classes`` and
+        ``shape_features``)."""
+        feature = features[self.saliency_in_feature]
+        map_size = tuple(feature.shape[-2:])
+        saliency = self.saliency_map(features)
+        for index, instances in enumerate(detections):
+            classes = instances.pred_classes
+            instances.mask_probs = self._assemble(
+                saliency,
+                map_size,
+                torch.full_like(classes, index),
+                instances.pred_boxes.tensor,
+                classes,
+                instances.shape_features if instances.has("shape_features") else None,
+            )
+        return detections

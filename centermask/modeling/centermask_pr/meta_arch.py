@@ -1,0 +1,134 @@
+"""The CenterMask-PR meta-architecture (registered as ``CenterMaskPR``)."""
+
+from typing import Dict, List, Sequence
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import ImageList, Instances
+from torch import nn
+
+from centermask.config import check_class_counts
+
+from .center_detector import CenterHeatmapDetector
+from .fcos_detector import FCOSPointDetector
+from .inference import masks_to_image
+from .mask_head import ShapeSaliencyMaskHead
+
+__all__ = ["CenterMaskPR", "DETECTORS"]
+
+DETECTORS = {"heatmap": CenterHeatmapDetector, "fcos": FCOSPointDetector}
+
+
+@META_ARCH_REGISTRY.register()
+class CenterMaskPR(nn.Module):
+    """CenterMask with point representation (Wang et al., CVPR 2020), called CenterMask-PR here.
+
+    backbone -> detector (centre heatmap or FCOS: boxes, classes, one shape feature per
+    instance) -> :class:`ShapeSaliencyMaskHead` (local shape x global saliency in the box).
+    Inputs and outputs follow detectron2's conventions; outputs have ``pred_boxes``, ``scores``,
+    ``pred_classes`` and ``pred_masks`` (bool, in the original image).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        detector: nn.Module,
+        mask_head: ShapeSaliencyMaskHead,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        mask_threshold: float = 0.4,
+    ):
+        """
+        Args:
+            backbone: detectron2 backbone (its ``size_divisibility`` pads the batch).
+            detector: :class:`CenterHeatmapDetector` or :class:`FCOSPointDetector`.
+            mask_head: the shape / saliency / assembly head.
+            pixel_mean, pixel_std: input normalisation.
+            mask_threshold: probability above which a mask pixel is on (paper: 0.4).
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.detector = detector
+        self.mask_head = mask_head
+        self.mask_threshold = mask_threshold
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        check_class_counts(cfg)
+        name = cfg.MODEL.CENTERMASK_PR.DETECTOR
+        if name not in DETECTORS:
+            raise ValueError(
+                f"MODEL.CENTERMASK_PR.DETECTOR must be one of {sorted(DETECTORS)}, got {name!r}"
+            )
+        backbone = build_backbone(cfg)
+        shapes = backbone.output_shape()
+        detector = DETECTORS[name](cfg, shapes)
+        return {
+            "backbone": backbone,
+            "detector": detector,
+            "mask_head": ShapeSaliencyMaskHead(cfg, shapes, detector.shape_channels),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "mask_threshold": cfg.MODEL.CENTERMASK_PR.MASK_THRESHOLD,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
+        """Normalised images, padded to the backbone's ``size_divisibility``."""
+        images = [
+            (x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs
+        ]
+        return ImageList.from_tensors(images, self.backbone.size_divisibility)
+
+    def forward(self, batched_inputs: List[Dict]):
+        """Training: dict of losses. Inference: ``[{"instances": Instances}]`` per image."""
+        if not self.training:
+            return self.inference(batched_inputs)
+        images = self.preprocess_image(batched_inputs)
+        if any("instances" not in x for x in batched_inputs):
+            raise ValueError("CenterMask-PR training needs 'instances' in every input dict")
+        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        features = self.backbone(images.tensor)
+        queries, losses = self.detector(images, features, gt_instances)
+        losses.update(self.mask_head.losses(features, queries, gt_instances))
+        return losses
+
+    def inference(self, batched_inputs: List[Dict], do_postprocess: bool = True):
+        """Detections with masks; in the original image size unless ``do_postprocess`` is False
+        (then boxes stay in input pixels and masks are ``mask_probs`` on the saliency grid)."""
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        detections = self.detector(images, features)
+        detections = self.mask_head.predict_masks(features, detections)
+        if not do_postprocess:
+            return detections
+        return [
+            {"instances": self.postprocess(inst, x.get("height", size[0]), x.get("width", size[1]))}
+            for inst, x, size in zip(detections, batched_inputs, images.image_sizes)
+        ]
+
+    def postprocess(self, instances: Instances, height: int, width: int) -> Instances:
+        """Boxes scaled and clipped to (height, width) (detectron2's ``detector_postprocess``,
+        which also drops empty boxes), masks resampled there and binarised."""
+        input_size = instances.image_size
+        result = detector_postprocess(instances, height, width)
+        result.pred_masks = masks_to_image(
+            result.mask_probs,
+            self.mask_head.saliency_stride,
+            input_size,
+            (height, width),
+            self.mask_threshold,
+        )
+        result.remove("mask_probs")
+        if result.has("shape_features"):
+            result.remove("shape_features")
+        return result

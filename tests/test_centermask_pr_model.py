@@ -1,0 +1,188 @@
+"""CenterMask-PR end to end: training on a fixed batch, odd batches, inference outputs, configs."""
+
+import pytest
+import torch
+from detectron2.modeling import build_model
+from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
+
+from helpers import ROOT, get_config
+
+PR_CONFIGS = ROOT / "configs" / "centermask_pr"
+SYNTHETIC = ROOT / "configs" / "quickstart" / "centermask_pr_lite_V_19_slim_dw_eSE_synthetic.yaml"
+TINY = ["MODEL.FPN.OUT_CHANNELS", "32", "MODEL.CENTERMASK_PR.HEAD_CHANNELS", "16"]
+TINY += ["MODEL.CENTERMASK_PR.SHAPE_SIZE", "8", "MODEL.CHANNELS_LAST", "False"]
+FCOS = ["MODEL.CENTERMASK_PR.DETECTOR", "fcos", "MODEL.CENTERMASK_PR.SALIENCY_IN_FEATURE", "p3"]
+FCOS += ["MODEL.FCOS.TOP_LEVELS", "2", "MODEL.FCOS.NORM", "none", "MODEL.FCOS.NUM_CLS_CONVS", "1"]
+FCOS += ["MODEL.FCOS.NUM_BOX_CONVS", "1"]
+
+
+def _model(*overrides):
+    return build_model(get_config(SYNTHETIC, *TINY, *overrides))
+
+
+def _input(height, width, boxes, classes, polygons=False):
+    """An input dict; each object's mask is the ellipse inscribed in its box."""
+    inst = Instances((height, width))
+    boxes = torch.tensor(boxes, dtype=torch.float32).view(-1, 4)
+    inst.gt_boxes = Boxes(boxes)
+    inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
+    ys, xs = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
+    masks = []
+    for x0, y0, x1, y1 in boxes.tolist():
+        cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+        masks.append(((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 <= 1)
+    if polygons:
+        inst.gt_masks = PolygonMasks(
+            [[[b[0], b[1], b[2], b[1], b[2], b[3], b[0], b[3]]] for b in boxes.tolist()]
+        )
+    else:
+        inst.gt_masks = BitMasks(
+            torch.stack(masks) if masks else torch.zeros((0, height, width), dtype=torch.bool)
+        )
+    image = torch.rand(3, height, width) * 255
+    return {"image": image, "instances": inst, "height": height, "width": width}
+
+
+def _fixed_batch():
+    # Different sizes (padded to 64 x 96), polygon and bitmask GT, and an image without objects.
+    return [
+        _input(64, 96, [[8, 8, 40, 36], [44, 20, 90, 60]], [1, 3]),
+        _input(60, 64, [[4, 30, 30, 58]], [0], polygons=True),
+        _input(64, 64, [], []),
+    ]
+
+
+def _train(model, batch, steps):
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    model.train()
+    history = []
+    for _ in range(steps):
+        losses = model(batch)
+        history.append({k: v.item() for k, v in losses.items()})
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        optimizer.step()
+    return history
+
+
+@pytest.mark.parametrize("detector", [[], FCOS], ids=["heatmap", "fcos"])
+def test_training_reduces_every_loss_on_a_fixed_batch(detector):
+    model = _model(*detector)
+    history = _train(model, _fixed_batch(), 20)
+    first, last = history[0], history[-1]
+    assert {"loss_mask", "loss_saliency"} <= set(first)
+    for name in first:
+        assert last[name] < first[name], (name, first[name], last[name])
+
+
+@pytest.mark.parametrize(
+    "overrides, has_shape, saliency_channels, loss_names",
+    [
+        (["MODEL.CENTERMASK_PR.MASK_MODE", "local"], True, None, {"loss_mask"}),
+        (["MODEL.CENTERMASK_PR.MASK_MODE", "global"], False, 6, {"loss_mask", "loss_saliency"}),
+        (["MODEL.CENTERMASK_PR.CLASS_SPECIFIC_SALIENCY", "False"], True, 1, {"loss_mask"}),
+    ],
+    ids=["local-only", "global-only", "class-agnostic"],
+)
+def test_ablation_options_build_the_branches_they_name(
+    overrides, has_shape, saliency_channels, loss_names
+):
+    model = _model(*overrides)
+    head = model.mask_head
+    assert (head.shape_proj is not None) == has_shape
+    assert (model.detector.shape_tower is not None) == has_shape
+    if saliency_channels is None:
+        assert head.saliency_head is None
+    else:
+        assert head.saliency_head[-1].out_channels == saliency_channels
+    losses = _train(model, _fixed_batch(), 1)[0]
+    assert {k for k in losses if k.startswith("loss_mask") or k == "loss_saliency"} == loss_names
+    model.eval()
+    with torch.no_grad():
+        out = model([{"image": torch.rand(3, 64, 64) * 255}])[0]["instances"]
+    assert out.pred_masks.shape[1:] == (64, 64)
+
+
+def test_batch_of_images_without_objects_trains():
+    model = _model()
+    losses = _train(model, [_input(64, 64, [], []), _input(32, 64, [], [])], 1)[0]
+    assert losses["loss_offset"] == 0 and losses["loss_mask"] == 0
+    assert losses["loss_heatmap"] > 0
+
+
+@pytest.mark.parametrize("detector", [[], FCOS], ids=["heatmap", "fcos"])
+def test_inference_returns_boxes_and_masks_in_the_original_image(detector):
+    model = _model(
+        "MODEL.CENTERMASK_PR.SCORE_THRESH_TEST",
+        "0.0",
+        "MODEL.FCOS.INFERENCE_TH_TEST",
+        "0.0",
+        *detector
+    )
+    if not detector:  # untrained sizes are ~0: boxes would be empty and dropped
+        torch.nn.init.constant_(model.detector.size_head[-1].bias, 4.0)
+    model.eval()
+    inputs = [
+        {"image": torch.rand(3, 64, 96) * 255, "height": 128, "width": 192},
+        {"image": torch.rand(3, 48, 64) * 255, "height": 48, "width": 64},
+    ]
+    with torch.no_grad():
+        outputs = model(inputs)
+    for out, (height, width) in zip(outputs, [(128, 192), (48, 64)]):
+        inst = out["instances"]
+        assert inst.image_size == (height, width) and len(inst) > 0
+        assert set(inst.get_fields()) == {"pred_boxes", "scores", "pred_classes", "pred_masks"}
+        assert inst.pred_masks.dtype == torch.bool and inst.pred_masks.shape[1:] == (height, width)
+        boxes = inst.pred_boxes.tensor
+        assert (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all()
+    if not detector:
+        assert len(outputs[0]["instances"]) <= 100  # TOPK_TEST
+
+
+def test_heatmap_boxes_are_scaled_to_the_original_image():
+    model = _model()
+    torch.nn.init.constant_(model.detector.size_head[-1].bias, 4.0)
+    model.eval()
+    with torch.no_grad():
+        image = torch.rand(3, 64, 96) * 255
+        small = model.inference([{"image": image}], do_postprocess=False)[0]
+        large = model([{"image": image, "height": 128, "width": 192}])[0]["instances"]
+    kept = small.pred_boxes.tensor.clamp(min=0)
+    kept[:, 0::2] = kept[:, 0::2].clamp(max=96)
+    kept[:, 1::2] = kept[:, 1::2].clamp(max=64)
+    nonempty = (kept[:, 2] > kept[:, 0]) & (kept[:, 3] > kept[:, 1])
+    assert torch.allclose(large.pred_boxes.tensor, kept[nonempty] * 2, atol=1e-4)
+
+
+def test_zero_detections_give_an_empty_pred_masks_field():
+    model = _model("MODEL.CENTERMASK_PR.SCORE_THRESH_TEST", "1.0")
+    model.eval()
+    with torch.no_grad():
+        inst = model([{"image": torch.rand(3, 64, 64) * 255, "height": 50, "width": 70}])[0]
+    inst = inst["instances"]
+    assert len(inst) == 0 and inst.pred_masks.shape == (0, 50, 70)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("MODEL.CENTERMASK_PR.DETECTOR", "retina", "MODEL.CENTERMASK_PR.DETECTOR"),
+        ("MODEL.CENTERMASK_PR.MASK_MODE", "half", "MODEL.CENTERMASK_PR.MASK_MODE"),
+        ("MODEL.CENTERMASK_PR.IN_FEATURE", "p9", "MODEL.CENTERMASK_PR.IN_FEATURE"),
+        ("MODEL.CENTERMASK_PR.SALIENCY_IN_FEATURE", "p9", "SALIENCY_IN_FEATURE"),
+    ],
+)
+def test_bad_options_name_the_key(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        _model(key, value)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in PR_CONFIGS.glob("centermask_pr_*.yaml")))
+def test_model_zoo_configs_build(name):
+    cfg = get_config(PR_CONFIGS / name)
+    model = build_model(cfg)
+    assert type(model).__name__ == "CenterMaskPR"
+    expected = "fcos" if "_fcos_" in name else "heatmap"
+    assert cfg.MODEL.CENTERMASK_PR.DETECTOR == expected
+    if expected == "heatmap":
+        assert model.detector.stride == 4 and model.mask_head.saliency_stride == 4
