@@ -19,10 +19,10 @@ QUICK_CONFIGS = ROOT / "configs" / "quick_schedules"
 # Copies of shared/parity/{synth_weights,compare}.py: they are the specification of the synthetic
 # weights and of the comparison, so the tests carry them verbatim.
 sys.path.insert(0, str(TESTS / "parity"))
-from compare import compare  # noqa: E402
+from compare import compare, summarize  # noqa: E402
 from synth_weights import synth_state_dict  # noqa: E402
 
-PARITY_DIRS = sorted(p.name for p in PARITY.iterdir() if p.is_dir())
+_ALL_PARITY_DIRS = sorted(p.name for p in PARITY.iterdir() if p.is_dir())
 
 
 def load_tool(name: str):
@@ -42,7 +42,17 @@ def parity_meta(name: str) -> dict:
 
 
 def parity_config_file(name: str) -> Path:
-    return ROOT / parity_meta(name)["config"]
+    # The CondInst folders name AdelaiDet's configs/CondInst/; this package keeps them lowercase.
+    return ROOT / parity_meta(name)["config"].replace("configs/CondInst/", "configs/condinst/")
+
+
+def _is_condinst(name: str) -> bool:
+    return parity_meta(name)["config"].startswith("configs/CondInst/")
+
+
+# CenterMask (centermask2) reference folders and CondInst (AdelaiDet) ones.
+PARITY_DIRS = [name for name in _ALL_PARITY_DIRS if not _is_condinst(name)]
+CONDINST_PARITY_DIRS = [name for name in _ALL_PARITY_DIRS if _is_condinst(name)]
 
 
 def parity_keys(name: str) -> dict:
@@ -90,3 +100,66 @@ def to_numpy(x):
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def parity_inputs(name: str, images) -> list:
+    """Model inputs of a parity folder: image indices 0/1 (resized BGR, original height/width)
+    or "small" (fed as it is), CHW float32."""
+    arrays, sizes = load_npz(name, "inputs.npz"), parity_meta(name)["input_sizes"]
+    inputs = []
+    for i in images:
+        if i == "small":
+            image, (height, width) = arrays["small_bgr"], arrays["small_bgr"].shape[:2]
+        else:
+            image, (height, width) = (
+                arrays[f"image_{i}_bgr_resized"],
+                sizes[f"image_{i}"]["original_hw"],
+            )
+        chw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
+        inputs.append({"image": chw, "height": height, "width": width})
+    return inputs
+
+
+def parity_gt(name: str) -> list:
+    """Per image the ground truth as the reference fed it (resized coordinates)."""
+    return json.loads((PARITY / name / "losses.json").read_text())["gt_as_fed_resized_coords"]
+
+
+def parity_training_inputs(name: str, images) -> list:
+    """:func:`parity_inputs` with each image's ``instances`` (boxes, classes, polygons)."""
+    from detectron2.structures import Boxes, Instances, PolygonMasks
+
+    gt, inputs = parity_gt(name), parity_inputs(name, images)
+    for x, i in zip(inputs, images):
+        polygons = [[np.asarray(p, dtype=np.float64) for p in ps] for ps in gt[i]["gt_polygons"]]
+        x["instances"] = Instances(
+            tuple(gt[i]["resized_hw"]),
+            gt_boxes=Boxes(torch.tensor(gt[i]["gt_boxes_xyxy"], dtype=torch.float32)),
+            gt_classes=torch.tensor(gt[i]["gt_classes"], dtype=torch.int64),
+            gt_masks=PolygonMasks(polygons),
+        )
+    return inputs
+
+
+def parity_failures(report: dict, loss_sections=None) -> list:
+    """Names of the failed checks of a :func:`compare` report, ignoring loss sections that were
+    not computed (``loss_sections``: the ones that were; None for all)."""
+    failed = [
+        f"det {prefix}/{kind}"
+        for prefix, kinds in report["detections"].items()
+        for kind, result in kinds.items()
+        if not result.get("ok", True)
+    ]
+    failed += [
+        key
+        for key, result in report["losses"].items()
+        if not result.get("ok", True)
+        and (loss_sections is None or key.split("/")[0] in loss_sections)
+    ]
+    failed += [key for key, result in report["tensors"].items() if not result.get("ok", True)]
+    return failed
+
+
+def parity_summary(report: dict) -> str:
+    """The human-readable summary of a :func:`compare` report."""
+    return summarize(report)

@@ -7,7 +7,6 @@ slow on CPU, so by default they check one image alone, the GT-box ("given") path
 and the batch losses; set CENTERMASK_FULL_PARITY=1 to check everything there too.
 """
 
-import json
 import os
 from functools import lru_cache
 
@@ -15,10 +14,20 @@ import numpy as np
 import pytest
 import torch
 from detectron2.modeling.meta_arch.rcnn import GeneralizedRCNN
-from detectron2.structures import Boxes, Instances, PolygonMasks
+from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from helpers import PARITY_DIRS, build_synthetic_model, compare, load_npz, parity_dir, parity_meta
+from helpers import (
+    PARITY_DIRS,
+    build_synthetic_model,
+    compare,
+    parity_dir,
+    parity_failures,
+    parity_gt,
+    parity_inputs,
+    parity_summary,
+    parity_training_inputs,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -38,26 +47,6 @@ def _checked(name):
 @lru_cache(maxsize=None)
 def _model(name):
     return build_synthetic_model(name)[0]
-
-
-def _inputs(name, images):
-    arrays, meta = load_npz(name, "inputs.npz"), parity_meta(name)["input_sizes"]
-    inputs = []
-    for i in images:
-        if i == "small":
-            image, (height, width) = arrays["small_bgr"], arrays["small_bgr"].shape[:2]
-        else:
-            image, (height, width) = (
-                arrays[f"image_{i}_bgr_resized"],
-                meta[f"image_{i}"]["original_hw"],
-            )
-        chw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
-        inputs.append({"image": chw, "height": height, "width": width})
-    return inputs
-
-
-def _fed_gt(name):
-    return json.loads((parity_dir(name) / "losses.json").read_text())["gt_as_fed_resized_coords"]
 
 
 def _as_arrays(prefixes, inputs, raw):
@@ -97,10 +86,10 @@ def _run_inference(name, prefixes):
     with torch.no_grad():
         for key in sorted(wanted):
             images, given = runs[key]
-            inputs = _inputs(name, images)
+            inputs = parity_inputs(name, images)
             detected = None
             if given is not None:
-                gt = _fed_gt(name)[given]
+                gt = parity_gt(name)[given]
                 boxes = torch.tensor(gt["gt_boxes_xyxy"], dtype=torch.float32)
                 detected = [
                     Instances(
@@ -116,29 +105,6 @@ def _run_inference(name, prefixes):
     return out
 
 
-def _summary(report) -> str:
-    from compare import summarize  # tests/parity is on sys.path once helpers is imported
-
-    return summarize(report)
-
-
-def _failures(report, loss_sections=None):
-    """Names of the failed checks, ignoring loss sections that were not computed."""
-    failed = [
-        f"det {prefix}/{kind}"
-        for prefix, kinds in report["detections"].items()
-        for kind, result in kinds.items()
-        if not result.get("ok", True)
-    ]
-    failed += [
-        key
-        for key, result in report["losses"].items()
-        if not result.get("ok", True)
-        and (loss_sections is None or key.split("/")[0] in loss_sections)
-    ]
-    return failed
-
-
 @pytest.mark.parametrize("name", PARITY_DIRS)
 def test_inference_matches_the_reference(name):
     prefixes, _ = _checked(name)
@@ -147,31 +113,20 @@ def test_inference_matches_the_reference(name):
         str(parity_dir(name)), outputs, prefixes=[p + "__" for p in prefixes], verbose=False
     )
     assert sorted(report["detections"]) == sorted(prefixes)
-    assert not _failures(report), _summary(report)
-    assert report["all_ok"], _summary(report)
+    assert not parity_failures(report), parity_summary(report)
+    assert report["all_ok"], parity_summary(report)
 
 
 @pytest.mark.parametrize("name", PARITY_DIRS)
 def test_training_losses_match_the_reference(name):
     _, sections = _checked(name)
     model = _model(name)
-    gt = _fed_gt(name)
     losses, dtypes = {}, set()
     images_of = {"batch": [0, 1], "single_img0": [0], "single_img1": [1]}
     model.train()
     try:
         for section in sections:
-            inputs = _inputs(name, images_of[section])
-            for x, i in zip(inputs, images_of[section]):
-                polygons = [
-                    [np.asarray(p, dtype=np.float64) for p in ps] for ps in gt[i]["gt_polygons"]
-                ]
-                x["instances"] = Instances(
-                    tuple(gt[i]["resized_hw"]),
-                    gt_boxes=Boxes(torch.tensor(gt[i]["gt_boxes_xyxy"], dtype=torch.float32)),
-                    gt_classes=torch.tensor(gt[i]["gt_classes"], dtype=torch.int64),
-                    gt_masks=PolygonMasks(polygons),
-                )
+            inputs = parity_training_inputs(name, images_of[section])
             with EventStorage(0) as storage, torch.no_grad():
                 torch.manual_seed(0)
                 loss_dict = model(inputs)
@@ -183,6 +138,6 @@ def test_training_losses_match_the_reference(name):
         model.eval()
     assert dtypes == {torch.float32}  # loss_maskiou is float32 here (float64 in the original)
     report = compare(str(parity_dir(name)), {"losses": losses}, verbose=False)
-    assert not _failures(report, loss_sections=sections), _summary(report)
+    assert not parity_failures(report, loss_sections=sections), parity_summary(report)
     if set(sections) == set(ALL_LOSS_SECTIONS):
-        assert report["all_ok"], _summary(report)
+        assert report["all_ok"], parity_summary(report)

@@ -15,6 +15,7 @@ from torch import nn
 __all__ = ["synthetic_tensor", "synthetic_state_dict", "load_synthetic_weights"]
 
 _NORM_SCALE_SUFFIXES = (".weight", ".scale")
+_RAW_FPN_NORMS = ("mask_branch.refine.", "mask_branch.seg_head.0.")
 
 
 def synthetic_tensor(key: str, shape: Sequence[int], dtype=torch.float32) -> torch.Tensor:
@@ -22,9 +23,18 @@ def synthetic_tensor(key: str, shape: Sequence[int], dtype=torch.float32) -> tor
     shape = tuple(int(s) for s in shape)
     if key.endswith("num_batches_tracked"):
         return torch.zeros(shape, dtype=torch.int64)
+    # CondInst's constant buffers: sizes of interest (64 * 2^i, int64) and an iteration counter.
+    if key.endswith("mask_head.sizes_of_interest"):
+        return torch.tensor([64 * 2**i for i in range(shape[0])], dtype=torch.int64)
+    if key.endswith("mask_head._iter"):
+        return torch.zeros(shape, dtype=dtype)
     # A per-key generator makes each value independent of the other keys and of their order.
     rng = torch.Generator().manual_seed(zlib.crc32(key.encode("utf-8")))
-    if key.endswith("cls_logits.bias"):
+    if key.endswith("running_var") and key.startswith(_RAW_FPN_NORMS):
+        # Norms right after a conv on raw FPN features (~1e2 with these weights): a variance of
+        # ~1e4 keeps CondInst's mask features O(1) instead of saturating its mask head.
+        value = (torch.rand(shape, generator=rng) + 0.5) * 1e4
+    elif key.endswith("cls_logits.bias"):
         value = torch.randn(shape, generator=rng) * 0.5 - 2.5
     elif key.endswith("bbox_pred.bias"):
         value = torch.rand(shape, generator=rng) * 2.0 + 1.0

@@ -46,6 +46,14 @@ class FCOS(nn.Module):
     image. In inference it returns the detections (boxes in the padded network-input frame, not
     clipped) with fields ``pred_boxes``, ``scores``, ``pred_classes`` and ``locations``.
 
+    A downstream per-location head (``top_module``, e.g. CondInst's controller) runs on the box
+    tower of every level. Its outputs reach the detections as ``top_feat`` (with ``fpn_levels``)
+    and, with ``positives_in_training``, the training positives instead of proposals: per image
+    the positive locations in level-major, then row-major order, with ``locations``,
+    ``fpn_levels``, ``gt_inds`` (index into the image's GT), ``labels``, ``reg_targets`` (stride
+    units), ``logits_pred``, ``ctrness_pred`` and, with a ``top_module``, ``top_feats``.
+    Center sampling uses GT field ``gt_centers`` (e.g. mask centroids) when the GT has it.
+
     Same numbers as the original (centermask2); deliberate differences, none visible in its
     supported use:
       * box-only training (MODEL.MASK_ON and KEYPOINT_ON off) returns empty proposals instead of
@@ -78,6 +86,7 @@ class FCOS(nn.Module):
         nms_thresh: float = 0.6,
         post_nms_topk: Tuple[int, int] = (100, 100),
         proposals_in_training: bool = True,
+        positives_in_training: bool = False,
     ):
         """
         Args:
@@ -94,6 +103,8 @@ class FCOS(nn.Module):
             score_thresh, pre_nms_topk, post_nms_topk: (train, test) decoding parameters.
             nms_thresh: class-aware NMS IoU threshold.
             proposals_in_training: decode proposals during training (the ROI heads need them).
+            positives_in_training: return the positive locations in training instead of
+                proposals (see the class docstring).
         """
         super().__init__()
         if len(in_features) != len(strides):
@@ -127,6 +138,7 @@ class FCOS(nn.Module):
         self.nms_thresh = nms_thresh
         self.post_nms_topk = post_nms_topk
         self.proposals_in_training = proposals_in_training
+        self.positives_in_training = positives_in_training
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
@@ -189,35 +201,66 @@ class FCOS(nn.Module):
         images: ImageList,
         features: Dict[str, torch.Tensor],
         gt_instances: Optional[List[Instances]] = None,
+        top_module: Optional[nn.Module] = None,
     ) -> Tuple[List[Instances], Dict[str, torch.Tensor]]:
         """
         Args:
             images: the padded input batch (only ``image_sizes`` is used).
             features: backbone outputs by name, (N, C, H_l, W_l).
-            gt_instances: per image ``gt_boxes`` and ``gt_classes``, required in training.
+            gt_instances: per image ``gt_boxes`` and ``gt_classes`` (optionally ``gt_centers``),
+                required in training.
+            top_module: optional module run on every level's box tower, (N, C, H, W) ->
+                (N, D, H, W); shared over levels.
 
         Returns:
-            per-image detections (see the class docstring) and a dict of losses (empty in
-            inference).
+            per-image detections (or training proposals / positives, see the class docstring)
+            and a dict of losses (empty in inference).
         """
         features = self._select_features(features)
         locations = compute_locations(features, self.strides)
-        logits, bbox_reg, ctrness = self.fcos_head(features)[:3]
+        head_outputs = self.fcos_head(features)
+        logits, bbox_reg, ctrness = head_outputs[:3]
+        top_feats = None
+        if top_module is not None:
+            top_feats = [top_module(tower) for tower in head_outputs[3]]
 
         if not self.training:
             with torch.no_grad():
-                return self._decode(locations, logits, bbox_reg, ctrness, images, train=False), {}
+                detections = self._decode(
+                    locations, logits, bbox_reg, ctrness, images, train=False, top_feats=top_feats
+                )
+            return detections, {}
 
         if gt_instances is None:
             raise ValueError("FCOS needs gt_instances in training mode")
-        losses = self.losses(locations, logits, bbox_reg, ctrness, gt_instances)
-        if self.proposals_in_training:
+        labels, reg_targets, gt_index = self._targets(locations, gt_instances)
+        losses = self._losses_from_targets(logits, bbox_reg, ctrness, labels, reg_targets)
+        if self.positives_in_training:
+            results = self._positives(
+                images, locations, logits, ctrness, top_feats, labels, reg_targets, gt_index
+            )
+        elif self.proposals_in_training:
             with torch.no_grad():
-                proposals = self._decode(locations, logits, bbox_reg, ctrness, images, train=True)
+                results = self._decode(
+                    locations, logits, bbox_reg, ctrness, images, train=True, top_feats=top_feats
+                )
         else:
             device = logits[0].device
-            proposals = [_empty_detections(size, device) for size in images.image_sizes]
-        return proposals, losses
+            results = [_empty_detections(size, device) for size in images.image_sizes]
+        return results, losses
+
+    def _targets(self, locations: List[torch.Tensor], gt_instances: List[Instances]):
+        """(labels (N, L), reg_targets (N, L, 4), gt_index (N, L)), see :func:`fcos_targets`."""
+        return fcos_targets(
+            locations,
+            gt_instances,
+            strides=self.strides,
+            size_ranges=self.size_ranges,
+            num_classes=self.num_classes,
+            center_sample=self.center_sample,
+            radius=self.pos_radius,
+            with_gt_index=True,
+        )
 
     def losses(
         self,
@@ -228,15 +271,10 @@ class FCOS(nn.Module):
         gt_instances: List[Instances],
     ) -> Dict[str, torch.Tensor]:
         """FCOS losses of a batch from per-level head outputs and per-image ground truth."""
-        labels, reg_targets = fcos_targets(
-            locations,
-            gt_instances,
-            strides=self.strides,
-            size_ranges=self.size_ranges,
-            num_classes=self.num_classes,
-            center_sample=self.center_sample,
-            radius=self.pos_radius,
-        )
+        labels, reg_targets, _ = self._targets(locations, gt_instances)
+        return self._losses_from_targets(logits, bbox_reg, ctrness, labels, reg_targets)
+
+    def _losses_from_targets(self, logits, bbox_reg, ctrness, labels, reg_targets):
         return fcos_losses(
             _flatten_predictions(logits),
             _flatten_predictions(bbox_reg),
@@ -248,7 +286,40 @@ class FCOS(nn.Module):
             loc_loss_type=self.loc_loss_type,
         )
 
-    def _decode(self, locations, logits, bbox_reg, ctrness, images: ImageList, *, train: bool):
+    def _positives(
+        self, images, locations, logits, ctrness, top_feats, labels, reg_targets, gt_index
+    ) -> List[Instances]:
+        """Per image the positive locations and what downstream heads need of them."""
+        num_images = len(images.image_sizes)
+        all_locations = torch.cat(locations)
+        levels = torch.cat(
+            [torch.full((len(loc),), i, dtype=torch.int64) for i, loc in enumerate(locations)]
+        ).to(all_locations.device)
+        per_location = {
+            "logits_pred": _flatten_predictions(logits).reshape(num_images, len(levels), -1),
+            "ctrness_pred": _flatten_predictions(ctrness).reshape(num_images, len(levels)),
+        }
+        if top_feats is not None:
+            per_location["top_feats"] = _flatten_predictions(top_feats).reshape(
+                num_images, len(levels), -1
+            )
+        results = []
+        for i, image_size in enumerate(images.image_sizes):
+            index = torch.nonzero(labels[i] != self.num_classes).squeeze(1)
+            positives = Instances(image_size)
+            positives.locations = all_locations[index]
+            positives.fpn_levels = levels[index]
+            positives.gt_inds = gt_index[i][index]
+            positives.labels = labels[i][index]
+            positives.reg_targets = reg_targets[i][index]
+            for name, values in per_location.items():
+                positives.set(name, values[i][index])
+            results.append(positives)
+        return results
+
+    def _decode(
+        self, locations, logits, bbox_reg, ctrness, images: ImageList, *, train: bool, top_feats
+    ):
         """Detections with the train (proposals for the ROI heads) or test thresholds."""
         phase = 0 if train else 1
         return fcos_detections(
@@ -263,4 +334,5 @@ class FCOS(nn.Module):
             nms_thresh=self.nms_thresh,
             post_nms_topk=self.post_nms_topk[phase],
             thresh_with_ctr=self.thresh_with_ctr,
+            top_feats=None if top_feats is None else [x.detach() for x in top_feats],
         )

@@ -1,6 +1,6 @@
 """FCOS decoding: per-level candidate selection, box decoding, class-aware NMS, per-image top-k."""
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.structures import Boxes, Instances
@@ -84,6 +84,7 @@ def fcos_detections(
     post_nms_topk: int,
     thresh_with_ctr: bool = False,
     early_stop_nms: bool = False,
+    top_feats: Optional[List[torch.Tensor]] = None,
 ) -> List[Instances]:
     """Decode FCOS head outputs into per-image detections.
 
@@ -100,10 +101,13 @@ def fcos_detections(
         early_stop_nms: use :func:`centermask.layers.nms.batched_nms_topk`, which stops once the
             ``post_nms_topk`` best survivors are known: same detections (equal scores may swap
             places), much faster on the CPU with thousands of candidates.
+        top_feats: per level (N, D, H, W) outputs of a per-location head on the box tower
+            (CondInst's controller); each detection then carries its location's D values.
 
     Returns:
         per image Instances with ``pred_boxes`` (XYXY, not clipped), ``scores`` =
-        sqrt(class x centerness), ``pred_classes`` and ``locations``, in descending score order.
+        sqrt(class x centerness), ``pred_classes`` and ``locations``, in descending score order;
+        with ``top_feats`` also ``top_feat`` (n, D) and ``fpn_levels`` (n,) int64 (0 = finest).
     """
     num_classes = logits[0].shape[1]
     level_scores, level_indices, level_valid = [], [], []
@@ -139,6 +143,15 @@ def fcos_detections(
     x, y = cand_locations.unbind(dim=2)
     left, top, right, bottom = cand_distances.unbind(dim=2)
     boxes = torch.stack((x - left, y - top, x + right, y + bottom), dim=2)
+    if top_feats is not None:
+        location_levels = torch.cat(
+            [torch.full((len(loc),), i, dtype=torch.int64) for i, loc in enumerate(locations)]
+        ).to(location_index.device)
+        cand_levels = location_levels[location_index]  # (N, k_total)
+        all_top_feats = torch.cat([_flatten_level(t) for t in top_feats], dim=1)  # (N, L, D)
+        cand_top_feats = all_top_feats.gather(
+            1, location_index[:, :, None].expand(-1, -1, all_top_feats.shape[2])
+        )
 
     results = []
     for i, image_size in enumerate(image_sizes):
@@ -148,6 +161,9 @@ def fcos_detections(
         instances.scores = torch.sqrt(scores[i][keep])
         instances.pred_classes = classes[i][keep]
         instances.locations = cand_locations[i][keep]
+        if top_feats is not None:
+            instances.top_feat = cand_top_feats[i][keep]
+            instances.fpn_levels = cand_levels[i][keep]
         if early_stop_nms and nms_thresh > 0:
             boxes_i = instances.pred_boxes.tensor.float()
             kept = batched_nms_topk(

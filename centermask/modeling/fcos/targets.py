@@ -6,7 +6,7 @@ without center sampling), when the box's largest regression distance falls in th
 the location's level, and when no smaller box also claims it.
 """
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from detectron2.structures import Instances
@@ -58,7 +58,9 @@ def fcos_targets_per_image(
     num_classes: int,
     center_sample: bool = True,
     radius: float = 1.5,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+    gt_centers: Optional[torch.Tensor] = None,
+    with_gt_index: bool = False,
+) -> Union[Tuple[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Assign every location of one image to a GT box or to background.
 
     Args:
@@ -71,11 +73,16 @@ def fcos_targets_per_image(
         center_sample: positives must lie within ``radius`` strides of the box centre (clipped to
             the box) instead of anywhere inside the box.
         radius: center-sampling radius in strides.
+        gt_centers: (G, 2) (x, y) centres of the center-sampling regions; None for the box
+            centres (CenterMask). CondInst passes the GT mask centroids.
+        with_gt_index: also return the index of each location's GT.
 
     Returns:
         labels (L,) int64, with ``num_classes`` for background;
         reg_targets (L, 4) float (l, t, r, b) distances to the assigned box in units of the
         location's stride (zeros on an image without GT, meaningless at background locations);
+        with ``with_gt_index``, gt_index (L,) int64 index into ``gt_boxes`` (meaningless at
+        background locations);
         levels concatenated in order (L = sum L_l).
     """
     if gt_boxes.numel() == 0:
@@ -86,14 +93,20 @@ def fcos_targets_per_image(
         labels = torch.full(
             (len(all_locations),), num_classes, dtype=torch.int64, device=all_locations.device
         )
-        return labels, all_locations.new_zeros((len(all_locations), 4))
+        reg_targets = all_locations.new_zeros((len(all_locations), 4))
+        if with_gt_index:
+            return labels, reg_targets, torch.zeros_like(labels)
+        return labels, reg_targets
 
     x0, y0, x1, y1 = gt_boxes[None].unbind(dim=2)  # (1, G) each
     areas = (x1 - x0) * (y1 - y0)  # as Boxes.area()
-    center_x, center_y = (x0 + x1) / 2, (y0 + y1) / 2
+    if gt_centers is None:
+        center_x, center_y = (x0 + x1) / 2, (y0 + y1) / 2
+    else:
+        center_x, center_y = gt_centers.to(gt_boxes.dtype)[None].unbind(dim=2)
     no_box = torch.full_like(areas, float("inf"))
 
-    labels, reg_targets = [], []
+    labels, reg_targets, gt_indices = [], [], []
     # Levels are independent; within a level everything is (locations x boxes) at once.
     for level_locations, stride, (lo, hi) in zip(locations, strides, size_ranges):
         xs, ys = level_locations[:, 0, None], level_locations[:, 1, None]  # (L_l, 1)
@@ -121,11 +134,14 @@ def fcos_targets_per_image(
         level_labels = gt_classes[gt_index]
         level_labels[torch.isinf(min_area)] = num_classes
         labels.append(level_labels)
+        gt_indices.append(gt_index)
 
         x0_, y0_, x1_, y1_ = gt_boxes[gt_index].unbind(dim=1)
         xs, ys = xs[:, 0], ys[:, 0]
         reg = torch.stack((xs - x0_, ys - y0_, x1_ - xs, y1_ - ys), dim=1)
         reg_targets.append(reg / float(stride))
+    if with_gt_index:
+        return torch.cat(labels), torch.cat(reg_targets), torch.cat(gt_indices)
     return torch.cat(labels), torch.cat(reg_targets)
 
 
@@ -138,25 +154,30 @@ def fcos_targets(
     num_classes: int,
     center_sample: bool = True,
     radius: float = 1.5,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+    with_gt_index: bool = False,
+) -> Union[Tuple[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Targets of a batch.
 
     Args:
         locations: per level (L_l, 2), as from :func:`compute_locations`.
-        gt_instances: per image, with ``gt_boxes`` (Boxes) and ``gt_classes``.
+        gt_instances: per image, with ``gt_boxes`` (Boxes) and ``gt_classes``, and optionally
+            ``gt_centers`` (G, 2): the centres of the center-sampling regions (box centres when
+            absent).
         strides, size_ranges: per level.
+        with_gt_index: also return each location's GT index within its image.
 
     Returns:
-        labels (N, L) and reg_targets (N, L, 4), levels concatenated in order (L = sum L_l).
+        labels (N, L) and reg_targets (N, L, 4) (and gt_index (N, L)), levels concatenated in
+        order (L = sum L_l).
     """
     if len(size_ranges) < len(locations):
         raise ValueError(
             f"{len(locations)} FCOS levels but only {len(size_ranges)} size ranges; "
             "MODEL.FCOS.SIZES_OF_INTEREST needs one entry less than MODEL.FCOS.IN_FEATURES"
         )
-    labels, reg_targets = [], []
+    per_image = []
     for instances in gt_instances:
-        labels_i, reg_i = fcos_targets_per_image(
+        targets = fcos_targets_per_image(
             locations,
             strides,
             size_ranges,
@@ -165,7 +186,8 @@ def fcos_targets(
             num_classes=num_classes,
             center_sample=center_sample,
             radius=radius,
+            gt_centers=instances.gt_centers if instances.has("gt_centers") else None,
+            with_gt_index=with_gt_index,
         )
-        labels.append(labels_i)
-        reg_targets.append(reg_i)
-    return torch.stack(labels), torch.stack(reg_targets)
+        per_image.append(targets)
+    return tuple(torch.stack(parts) for parts in zip(*per_image))
