@@ -1,9 +1,11 @@
 """The configuration system: keys, defaults, every shipped YAML, class-count check."""
 
 import copy
+import logging
 
 import pytest
 import yaml
+from detectron2.config import CfgNode
 from detectron2.config import get_cfg as d2_get_cfg
 
 from centermask.config import add_centermask_config, check_class_counts, get_cfg
@@ -99,3 +101,32 @@ def test_mismatched_class_counts_name_both_keys():
         ValueError, match=r"MODEL\.FCOS\.NUM_CLASSES.*MODEL\.ROI_HEADS\.NUM_CLASSES"
     ):
         check_class_counts(cfg)
+
+
+def test_merging_a_yaml_without_version_is_quiet_and_gives_the_same_values(caplog):
+    compat = logging.getLogger("detectron2.config.compat")
+    compat.addHandler(caplog.handler)  # detectron2's setup_logger may stop propagation
+    caplog.set_level(logging.WARNING, logger="detectron2.config.compat")
+    path = str(CONFIGS / "centermask_lite_V_39_eSE_FPN_ms_4x.yaml")
+    try:
+        cfg = get_cfg()
+        cfg.merge_from_file(path)
+        assert "has no VERSION" not in caplog.text
+        plain = add_centermask_config(d2_get_cfg())
+        plain.merge_from_file(path)  # detectron2's own CfgNode: warns as before
+        assert f"Config '{path}' has no VERSION" in caplog.text
+    finally:
+        compat.removeHandler(caplog.handler)
+    assert dict(cfg) == dict(plain)
+    assert not compat.filters  # the filter lives only while a file is merged
+
+
+def test_a_sub_node_added_by_the_user_still_merges_from_a_yaml(tmp_path):
+    cfg = get_cfg()
+    cfg.MODEL.MY_HEAD = CfgNode()
+    cfg.MODEL.MY_HEAD.DEPTH = 1
+    path = tmp_path / "mine.yaml"
+    path.write_text("MODEL:\n  MY_HEAD:\n    DEPTH: 3\n")
+    cfg.merge_from_file(str(path))
+    assert cfg.MODEL.MY_HEAD.DEPTH == 3
+    assert cfg.clone().MODEL.MY_HEAD.DEPTH == 3
