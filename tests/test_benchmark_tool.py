@@ -27,8 +27,11 @@ def test_packaged_synthetic_weights_equal_the_parity_specification(name):
 
 
 def test_mode_parsing_and_errors():
-    modes = parse_modes("eager,optimized:fuse=false+postprocess_threads=2,onnx:mask_heads=0")
-    assert [m.kind for m in modes] == ["eager", "optimized", "onnx"]
+    modes = parse_modes(
+        "eager,optimized:fuse=false+postprocess_threads=2,onnx:mask_heads=0,onnx-int8:method=entropy"
+    )
+    assert [m.kind for m in modes] == ["eager", "optimized", "onnx", "onnx-int8"]
+    assert modes[3].options == {"method": "entropy"}
     assert modes[1].options == {"fuse": False, "postprocess_threads": 2}
     assert modes[2].options == {"mask_heads": 0}
     with pytest.raises(ValueError, match="unknown mode"):
@@ -53,7 +56,7 @@ def test_stage_timer_covers_the_eager_model():
 @pytest.mark.slow
 def test_inference_benchmark_reports_every_mode_and_batch(tmp_path):
     output = tmp_path / "bench.json"
-    mode_list = "eager,optimized,onnx,torchscript"
+    mode_list = "eager,optimized,onnx,onnx-int8:calib_images=2,torchscript"
     args = ["--config-file", LITE_CONFIG, "--threads", "2", "--modes", mode_list]
     args += ["--iterations", "1", "--warmup", "0", "--batch-sizes", "1,2", "--height", "64"]
     args += ["--width", "80", "--output", str(output), *SMALL]
@@ -61,7 +64,7 @@ def test_inference_benchmark_reports_every_mode_and_batch(tmp_path):
     report = json.loads(output.read_text())
     assert report["environment"]["torch_threads"] == 2 and report["environment"]["torch"]
     modes = report["inference"]["modes"]
-    assert list(modes) == ["eager", "optimized", "onnx", "torchscript"]
+    assert list(modes) == ["eager", "optimized", "onnx", "onnx-int8:calib_images=2", "torchscript"]
     for name, entry in modes.items():
         for batch in ("1", "2"):
             data = entry["batches"][batch]
@@ -71,6 +74,8 @@ def test_inference_benchmark_reports_every_mode_and_batch(tmp_path):
             assert "postprocess_paste" in data["stages"]
     assert "backbone" in modes["optimized"]["batches"]["1"]["stages"]
     assert "dense" in modes["onnx"]["batches"]["1"]["stages"]
+    assert "int8" in modes["onnx-int8:calib_images=2"]["note"]
+    assert "dense" in modes["onnx-int8:calib_images=2"]["batches"]["1"]["stages"]
     assert "dense" in modes["torchscript"]["batches"]["1"]["stages"]
     assert modes["eager"]["batches"]["1"]["speedup_vs_eager"] == 1.0
 

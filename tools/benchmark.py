@@ -3,9 +3,9 @@
 
 Examples::
 
-    # eager vs optimize_for_inference vs onnxruntime, synthetic weights, 2 CPU threads
+    # eager vs optimize_for_inference vs onnxruntime float32 and int8, synthetic weights, 2 threads
     python tools/benchmark.py --config-file configs/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml \\
-        --threads 2 --modes eager,optimized,onnx --iterations 10 --output lite.json
+        --threads 2 --modes eager,optimized,onnx,onnx-int8 --iterations 10 --output lite.json
     # batch sizes, real weights, GPU in fp16
     python tools/benchmark.py --config-file CONFIG --weights model_final.pth --device cuda \\
         --dtype fp16 --batch-sizes 1,4,8 --modes eager,optimized
@@ -25,6 +25,7 @@ import sys
 import cv2
 import torch
 
+import centermask.data  # noqa: F401  (registers the synthetic data sets for calib_dataset)
 from centermask.acceleration.optimize import parse_dtype
 from centermask.benchmark.inference import (
     benchmark_inference,

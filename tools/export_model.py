@@ -4,22 +4,37 @@
     python tools/export_model.py --config-file configs/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml \\
         --weights model_final.pth --format onnx --output export/lite
     python tools/export_model.py --config-file CONFIG --synthetic-weights --format onnx --output out --check
+    python tools/export_model.py --config-file CONFIG --weights model_final.pth --format onnx --int8 \
+        --calib-dataset synthetic_train --calib-images 64 --calib-method percentile \
+        --keep-float cls_logits --output export/int8 --check
 
 ONNX writes ``dense.onnx`` (backbone + FPN + FCOS head, dynamic batch/height/width),
 ``mask_heads.onnx`` (SAG-Mask + MaskIoU on pooled RoI features) and ``centermask_export.json``;
 run them with ``centermask.export.onnx_predictor.OnnxCenterMaskPredictor``, which returns the
 same Instances as the PyTorch model. ``--check`` runs both on a synthetic image and compares.
+``--int8`` writes the same files with statically quantized int8 graphs (QDQ, per-channel
+weights, activations calibrated on ``--calib-images`` images of the registered data set
+``--calib-dataset``; see ``centermask.export.int8``), which the same predictor runs; its
+``--check`` reports how many detections agree with the float32 model's.
 TorchScript writes ``dense.ts``, the traced dense part (to use with
 ``centermask.acceleration.CenterMaskInference``).
 """
 
 import argparse
+import functools
 import sys
 
 import torch
 
+import centermask.data  # noqa: F401  (registers the built-in synthetic data sets)
 from centermask.benchmark.inference import build_benchmark_model, make_inputs, synthetic_image
 from centermask.config import get_cfg
+from centermask.export.int8 import (
+    CALIBRATION_METHODS,
+    Int8Settings,
+    calibration_images,
+    export_int8_onnx,
+)
 from centermask.export.onnx_export import export_onnx, export_torchscript
 
 
@@ -40,8 +55,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--no-mask-heads", action="store_true", help="ONNX: dense part only")
     parser.add_argument("--check", action="store_true", help="compare onnxruntime with PyTorch")
+    int8 = parser.add_argument_group("int8 (ONNX only)")
+    int8.add_argument("--int8", action="store_true", help="statically quantized int8 graphs")
+    int8.add_argument("--calib-dataset", help="registered data set of the calibration images")
+    int8.add_argument("--calib-images", type=int, default=32, help="calibration images")
+    int8.add_argument("--calib-method", default="minmax", choices=CALIBRATION_METHODS)
+    int8.add_argument("--calib-percentile", type=float, default=99.999, help="with percentile")
+    int8.add_argument(
+        "--keep-float",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="keep the nodes whose names contain PATTERN (wildcards * ?) in float32 (repeatable)",
+    )
+    int8.add_argument("--reduce-range", action="store_true", help="7-bit weights (no-VNNI CPUs)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.int8 and args.format != "onnx":
+        parser.error("--int8 needs --format onnx")
+    if args.int8 and not args.calib_dataset:
+        parser.error("--int8 needs --calib-dataset NAME (a registered data set)")
+    return args
 
 
 def check_onnx(model, cfg, folder) -> float:
@@ -60,6 +94,22 @@ def check_onnx(model, cfg, folder) -> float:
     return float((expected.scores - actual.scores).abs().max()) if len(expected) else 0.0
 
 
+def check_int8(model, cfg, folder) -> str:
+    """How many detections of the int8 graphs on a synthetic image agree with PyTorch's."""
+    from centermask.export.agreement import detection_agreement
+    from centermask.export.onnx_predictor import OnnxCenterMaskPredictor
+
+    inputs = make_inputs(cfg, [synthetic_image()])
+    with torch.no_grad():
+        expected = model(inputs)[0]["instances"]
+    actual = OnnxCenterMaskPredictor(model, folder)(inputs)[0]["instances"]
+    agreement = detection_agreement(expected, actual)
+    return (
+        f"{agreement.matched} of {agreement.num_reference} float32 / {agreement.num_candidate} "
+        f"int8 detections match (same class, box IoU >= 0.5): {agreement.match_rate:.1%}"
+    )
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     cfg = get_cfg()
@@ -73,17 +123,33 @@ def main(argv=None) -> None:
         path = export_torchscript(model, args.output, height=args.height, width=args.width)
         print(f"wrote {path}")
         return
-    paths = export_onnx(
-        model,
-        args.output,
-        height=args.height,
-        width=args.width,
-        opset=args.opset,
-        mask_heads=not args.no_mask_heads,
+    export_options = dict(
+        height=args.height, width=args.width, opset=args.opset, mask_heads=not args.no_mask_heads
     )
+    if args.int8:
+        settings = Int8Settings(
+            method=args.calib_method,
+            percentile=args.calib_percentile,
+            keep_float=tuple(args.keep_float),
+            reduce_range=args.reduce_range,
+        )
+        images = calibration_images(args.calib_dataset, args.calib_images, cfg.INPUT.FORMAT)
+        paths = export_int8_onnx(
+            model,
+            args.output,
+            images,
+            functools.partial(make_inputs, cfg),
+            settings,
+            num_images=args.calib_images,
+            **export_options,
+        )
+    else:
+        paths = export_onnx(model, args.output, **export_options)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
-    if args.check:
+    if args.check and args.int8:
+        print(f"check: {check_int8(model, cfg, args.output)}")
+    elif args.check:
         print(f"check passed: max score difference {check_onnx(model, cfg, args.output):.2e}")
 
 

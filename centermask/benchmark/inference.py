@@ -9,12 +9,19 @@ Used by ``tools/benchmark.py``. Modes (comma separated, options after ":" joined
 * ``onnx``: exported with :func:`~centermask.export.onnx_export.export_onnx` and run by
   :class:`~centermask.export.onnx_predictor.OnnxCenterMaskPredictor` (``onnx:mask_heads=0`` keeps
   the mask heads in PyTorch);
+* ``onnx-int8``: the same graphs statically quantized to int8 by
+  :func:`~centermask.export.int8.export_int8_onnx`, calibrated on ``calib_images`` (default 4)
+  synthetic images of the benchmark's size, or on images of a registered data set
+  (``onnx-int8:calib_dataset=synthetic_train+calib_images=32``); the other options are those of
+  :class:`~centermask.export.int8.Int8Settings` (``method=percentile``,
+  ``keep_float=cls_logits|bbox_pred``, ``reduce_range=1``);
 * ``torchscript``: the traced dense part inside the same pipeline.
 
 Each repetition runs every mode once, in an order that rotates between repetitions, so slow
 phases of a shared machine hit all modes alike; ratios are taken between medians.
 """
 
+import functools
 import platform
 import statistics
 import tempfile
@@ -58,7 +65,7 @@ class ModeSpec:
     options: Dict[str, object] = field(default_factory=dict)
 
 
-_KINDS = ("eager", "optimized", "onnx", "torchscript")
+_KINDS = ("eager", "optimized", "onnx", "onnx-int8", "torchscript")
 
 
 def _option_value(text: str):
@@ -148,8 +155,11 @@ class _Autocast(nn.Module):
             return self.model(inputs)
 
 
-def build_mode(spec: ModeSpec, model: nn.Module, *, dtype, work_dir: Path) -> Tuple[nn.Module, str]:
-    """(module to call with the inputs, module to time) and a note about the mode."""
+def build_mode(
+    spec: ModeSpec, model: nn.Module, *, dtype, work_dir: Path, cfg=None, image_hw=(480, 640)
+) -> Tuple[nn.Module, str]:
+    """The module to call with the inputs, and a note about the mode. ``cfg`` (the model's
+    config) and ``image_hw`` (the benchmark's image size) are needed by ``onnx-int8`` only."""
     from centermask.acceleration import CenterMaskInference, optimize_for_inference
     from centermask.export.onnx_export import export_onnx, export_torchscript
     from centermask.export.onnx_predictor import OnnxCenterMaskPredictor
@@ -161,18 +171,42 @@ def build_mode(spec: ModeSpec, model: nn.Module, *, dtype, work_dir: Path) -> Tu
         options = {"dtype": dtype, **spec.options}  # e.g. optimized:dtype=bf16 next to fp32 modes
         return optimize_for_inference(model, **options), "optimize_for_inference"
     folder = work_dir / spec.name.replace(":", "_").replace("+", "_").replace("=", "-")
-    if spec.kind == "onnx":
+    if spec.kind in ("onnx", "onnx-int8"):
         options = dict(spec.options)
         heads = options.pop("mask_heads", True)
-        export_onnx(model, folder, mask_heads=heads, **options)
+        if spec.kind == "onnx":
+            export_onnx(model, folder, mask_heads=heads, **options)
+        else:
+            _export_int8(model, folder, cfg, image_hw, heads, options)
         predictor = OnnxCenterMaskPredictor(model, folder, use_onnx_mask_heads=heads)
-        return predictor, "onnxruntime (float32) " + ",".join(
+        precision = "float32" if spec.kind == "onnx" else "int8 QDQ"
+        return predictor, f"onnxruntime ({precision}) " + ",".join(
             predictor.dense.session.get_providers()
         )
     path = export_torchscript(model, folder, **spec.options)
     return (
         CenterMaskInference(model, _HookableScript(torch.jit.load(str(path)))),
         "torch.jit.trace of the dense part",
+    )
+
+
+def _export_int8(model, folder: Path, cfg, image_hw, mask_heads: bool, options: Dict) -> None:
+    from centermask.export.int8 import Int8Settings, calibration_images, export_int8_onnx
+
+    if cfg is None:
+        raise ValueError("the onnx-int8 mode needs the model's config (build_mode(cfg=...))")
+    count = options.pop("calib_images", 4)
+    dataset = options.pop("calib_dataset", None)
+    if "keep_float" in options:
+        options["keep_float"] = tuple(str(options["keep_float"]).split("|"))
+    settings = Int8Settings(**options)
+    if dataset:
+        images = calibration_images(dataset, count, cfg.INPUT.FORMAT)
+    else:  # other images than the timed ones
+        images = (synthetic_image(*image_hw, seed=1000 + i) for i in range(count))
+    build_inputs = functools.partial(make_inputs, cfg)
+    export_int8_onnx(
+        model, folder, images, build_inputs, settings, num_images=count, mask_heads=mask_heads
     )
 
 
@@ -220,7 +254,12 @@ def benchmark_inference(
         for spec in modes:
             log(f"preparing mode {spec.name} ...")
             runners[spec.name], notes[spec.name] = build_mode(
-                spec, model, dtype=dtype, work_dir=Path(folder)
+                spec,
+                model,
+                dtype=dtype,
+                work_dir=Path(folder),
+                cfg=cfg,
+                image_hw=images[0].shape[:2],
             )
         timers = {name: StageTimer(_timed_module(r), device) for name, r in runners.items()}
         for batch_size in batch_sizes:

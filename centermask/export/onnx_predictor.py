@@ -62,9 +62,12 @@ class OnnxModule(nn.Module):
     Forward hooks work as for any module (the benchmark times it as one stage).
     """
 
-    def __init__(self, session, output_device: Optional[torch.device] = None):
+    def __init__(self, session, output_device: Optional[torch.device] = None, path=None):
+        """``path``: the graph's file, for tools that work on the graphs a predictor runs (int8
+        calibration records each graph's inputs by it)."""
         super().__init__()
         self.session = session
+        self.path = Path(path) if path is not None else None
         self.input_names = [x.name for x in session.get_inputs()]
         self.output_names = [x.name for x in session.get_outputs()]
         self.output_device = output_device
@@ -87,7 +90,8 @@ class OnnxModule(nn.Module):
 class OnnxCenterMaskPredictor(CenterMaskInference):
     """CenterMask inference with the dense part (and the mask heads) in ONNX Runtime.
 
-    Outputs equal ``model(inputs)`` up to float rounding (see tests/test_export_onnx.py).
+    Outputs equal ``model(inputs)`` up to float rounding (see tests/test_export_onnx.py). It runs
+    int8 exports (:mod:`centermask.export.int8`, same folder layout) the same way.
     """
 
     def __init__(
@@ -118,7 +122,8 @@ class OnnxCenterMaskPredictor(CenterMaskInference):
                 f"{metadata_path} not found: export the model first (tools/export_model.py)"
             )
         metadata = json.loads(metadata_path.read_text())
-        dense = OnnxModule(create_session(export_dir / DENSE_ONNX, providers, threads))
+        dense_path = export_dir / DENSE_ONNX
+        dense = OnnxModule(create_session(dense_path, providers, threads), path=dense_path)
         super().__init__(model.eval(), dense)
         if dense.output_names != metadata["dense_outputs"]:
             raise ValueError(
@@ -132,8 +137,9 @@ class OnnxCenterMaskPredictor(CenterMaskInference):
             )
         self.mask_heads = None
         if use_onnx_mask_heads and metadata.get("mask_heads"):
-            session = create_session(export_dir / metadata["mask_heads"], providers, threads)
-            self.mask_heads = OnnxModule(session)
+            heads_path = export_dir / metadata["mask_heads"]
+            session = create_session(heads_path, providers, threads)
+            self.mask_heads = OnnxModule(session, path=heads_path)
         self.metadata = metadata
         self.postprocess_threads = postprocess_threads
 
