@@ -67,6 +67,7 @@ class CenterHeatmapDetector(nn.Module):
         """
         super().__init__()
         self.in_feature = in_feature
+        self.in_features = [in_feature]
         self.stride = stride
         self.num_classes = num_classes
         self.shape_channels = head_channels

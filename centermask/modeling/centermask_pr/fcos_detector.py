@@ -36,6 +36,7 @@ class FCOSPointDetector(nn.Module):
         if not fcos.positives_in_training:
             raise ValueError("CenterMask-PR needs an FCOS built with positives_in_training=True")
         self.fcos = fcos
+        self.in_features = list(fcos.in_features)
         self.shape_channels = shape_channels
         self.max_train_masks = max_train_masks
         # Handing the box tower itself to FCOS as its per-location head: detections and

@@ -100,6 +100,12 @@ class CenterMaskPR(nn.Module):
         features = self.backbone(images.tensor)
         queries, losses = self.detector(images, features, gt_instances)
         losses.update(self.mask_head.losses(features, queries, gt_instances))
+        # Backbone outputs no head reads (e.g. P3-P5 of the FPN under the heatmap detector) join
+        # with weight 0: DistributedDataParallel needs a gradient for every parameter.
+        used = set(self.detector.in_features) | {self.mask_head.saliency_in_feature}
+        unused = [f.sum() for name, f in features.items() if name not in used]
+        if unused:
+            losses["loss_mask"] = losses["loss_mask"] + 0 * sum(unused)
         return losses
 
     def inference(self, batched_inputs: List[Dict], do_postprocess: bool = True):
