@@ -65,6 +65,7 @@ class ThreadChoice(HookBase):
         self.threads = self.candidates[0]
         self._reference: Optional[float] = None
         self._since_choice = 0
+        self._running: Optional[int] = None  # the count last set
         self.choices: list = []
 
     def _start_trial(self) -> None:
@@ -76,8 +77,10 @@ class ThreadChoice(HookBase):
             self._start_trial()
 
     def before_step(self):
-        self._running = self._plan[0] if self._plan else self.threads
-        self._set_threads(self._running)
+        threads = self._plan[0] if self._plan else self.threads
+        if threads != self._running:
+            self._set_threads(threads)
+            self._running = threads
         self._tic = self._clock()
 
     def after_step(self):
