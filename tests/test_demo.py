@@ -138,6 +138,7 @@ def test_demo_skips_and_names_broken_files_draws_the_rest_and_fails_the_exit_sta
     for i, image in enumerate(_images(3, 64, 90)):
         cv2.imwrite(str(folder / f"img{i}.png"), image)
     (folder / "notes.txt").write_text("not an image")
+    (folder / "img2.jpg").write_bytes((folder / "img2.png").read_bytes())  # same output stem
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "truncated.png").write_bytes((folder / "img0.png").read_bytes()[:40])
     unreadable = folder / "locked.png"
@@ -150,7 +151,9 @@ def test_demo_skips_and_names_broken_files_draws_the_rest_and_fails_the_exit_sta
          "--batch-size", "2", "--confidence-threshold", "0.0", "--opts", "MODEL.WEIGHTS",
          weights, *OPTS]
     )  # fmt: skip
-    drawn = {"img0.png", "img1.png", "img2.png"} | ({"locked.png"} if readable_anyway else set())
+    # Inputs in name order: empty.jpg, img0.png, img1.png, img2.jpg, img2.png (input 4), ...
+    drawn = {"img0.png", "img1.png", "img2.png", "img2_4.png"}
+    drawn |= {"locked.png"} if readable_anyway else set()
     assert {p.name for p in out.iterdir()} == drawn
     reasons = {Path(path).name: reason for path, reason in summary.skipped.items()}
     expected = {
@@ -162,7 +165,7 @@ def test_demo_skips_and_names_broken_files_draws_the_rest_and_fails_the_exit_sta
         expected["locked.png"] = "cannot be read (Permission denied)"
     assert reasons == expected
     report = summary.report()
-    assert report.startswith(f"{len(drawn)} of 7 image(s) drawn, {7 - len(drawn)} skipped\n")
+    assert report.startswith(f"{len(drawn)} of 8 image(s) drawn, {8 - len(drawn)} skipped\n")
     assert all(f"{folder / name}: {reason}" in report for name, reason in expected.items())
     assert summary.exit_status == 1
 

@@ -147,11 +147,16 @@ def read_image(path: str) -> Tuple[Optional[np.ndarray], Optional[str]]:
     return image, None
 
 
-def _output_path(output: str, input_path: str, single: bool) -> str:
+def _output_path(output: str, input_path: str, index: int, single: bool, taken: List[str]) -> str:
+    """``<output>/<input stem>.png``; ``<stem>_<input index>.png`` when an earlier input of the
+    run (e.g. ``a.jpg`` before ``a.png``) already took that name."""
     if single and Path(output).suffix.lower() in IMAGE_SUFFIXES:
         return output
     os.makedirs(output, exist_ok=True)
-    return os.path.join(output, Path(input_path).stem + ".png")
+    path = os.path.join(output, Path(input_path).stem + ".png")
+    if path in taken:
+        path = os.path.join(output, f"{Path(input_path).stem}_{index}.png")
+    return path
 
 
 def _draw(args, image, instances, metadata) -> Tuple[Instances, np.ndarray]:
@@ -195,7 +200,7 @@ def _predict_and_draw(args, predictor, metadata, batch, single, id_map, summary)
         for result in instances_to_coco_results(shown, index, id_map):
             summary.results.append({**result, "file_name": path})
         if args.output:
-            out = _output_path(args.output, path, single)
+            out = _output_path(args.output, path, index, single, summary.written)
             cv2.imwrite(out, drawn)
             summary.written.append(out)
         elif not args.output_json:
