@@ -32,6 +32,7 @@ from detectron2.data.datasets import load_coco_json, register_coco_instances
 __all__ = [
     "CocoFormatError",
     "validate_coco_dict",
+    "read_coco_json",
     "load_coco_json_checked",
     "register_coco_checked",
 ]
@@ -150,6 +151,20 @@ def validate_coco_dict(
     return skipped
 
 
+def read_coco_json(json_file: str, missing_hint: str = ""):
+    """The parsed json; a missing (error message + ``missing_hint``), empty or non-json file
+    raises an error naming it."""
+    if not os.path.isfile(json_file):
+        raise FileNotFoundError(f"COCO annotation file not found: {json_file}. {missing_hint}")
+    if os.path.getsize(json_file) == 0:
+        raise CocoFormatError(f"COCO annotation file is empty: {json_file}")
+    with open(json_file) as f:
+        try:
+            return json.load(f)
+        except ValueError as e:
+            raise CocoFormatError(f"{json_file} is not valid json: {e}") from e
+
+
 def load_coco_json_checked(
     json_file: str,
     image_root: str,
@@ -161,15 +176,7 @@ def load_coco_json_checked(
     """Validate ``json_file`` (see the module docstring), then load it with detectron2's
     ``load_coco_json``, minus the instances reported as degenerate (logged)."""
     json_file = os.fspath(json_file)
-    if not os.path.isfile(json_file):
-        raise FileNotFoundError(f"COCO annotation file not found: {json_file}. {missing_hint}")
-    if os.path.getsize(json_file) == 0:
-        raise CocoFormatError(f"COCO annotation file is empty: {json_file}")
-    with open(json_file) as f:
-        try:
-            data = json.load(f)
-        except ValueError as e:
-            raise CocoFormatError(f"{json_file} is not valid json: {e}") from e
+    data = read_coco_json(json_file, missing_hint)
     skipped = validate_coco_dict(data, json_file, min_box_side=min_box_side, strict=strict)
     del data
     if skipped:

@@ -11,7 +11,6 @@ Registration happens in :func:`centermask.engine.build_config`, which every proc
 multi-process launch runs, with or without ``--eval-only``.
 """
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 
-from .coco_checks import CocoFormatError, register_coco_checked
+from .coco_checks import CocoFormatError, read_coco_json, register_coco_checked
 
 __all__ = [
     "DatasetSpec",
@@ -64,13 +63,7 @@ def read_category_metadata(json_file: str) -> Dict[str, Any]:
     """``thing_classes`` and ``thing_dataset_id_to_contiguous_id`` of a COCO json, the same values
     detectron2's ``load_coco_json`` sets when it loads the file (categories sorted by id, which is
     the order of the model's class indices)."""
-    if not os.path.isfile(json_file):
-        raise FileNotFoundError(f"COCO annotation file not found: {json_file}")
-    with open(json_file) as f:
-        try:
-            data = json.load(f)
-        except ValueError as e:
-            raise CocoFormatError(f"{json_file} is not valid json: {e}") from e
+    data = read_coco_json(json_file)
     categories = data.get("categories") if isinstance(data, dict) else None
     if not isinstance(categories, list) or not categories:
         raise CocoFormatError(f"{json_file}: missing or empty top-level 'categories'")
