@@ -1,12 +1,14 @@
 #!/usr/bin/env python
 """Train or evaluate CenterMask with detectron2's DefaultTrainer (see centermask.engine.Trainer).
 
-    python tools/train_net.py --config-file CONFIG [--num-gpus N] [--resume] [--eval-only] [KEY VAL...]
+    python tools/train_net.py --config-file CONFIG [--num-gpus N] [--resume] [--eval-only]
+        [--dataset NAME=ANNOTATIONS.json:IMAGE_DIR ...] [KEY VAL...]
 
 Multi-GPU / multi-machine runs use NCCL through detectron2's launch; without CUDA (or with
 MODEL.DEVICE cpu) --num-gpus N starts N CPU worker processes with the gloo backend.
 The built-in synthetic data sets (synthetic_train, synthetic_val, ...) are registered under
-$DETECTRON2_DATASETS/synthetic (default datasets/synthetic) by importing centermask.data.
+$DETECTRON2_DATASETS/synthetic (default datasets/synthetic) by importing centermask.data; your
+own COCO-format data sets by --dataset (see centermask.engine.build_config).
 """
 
 import centermask  # noqa: F401  (registers the model components)
