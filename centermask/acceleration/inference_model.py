@@ -158,8 +158,9 @@ class FCOSDecoding:
             thresh_with_ctr=fcos.thresh_with_ctr,
         )
 
-    def __call__(self, logits, bbox_reg, ctrness, image_sizes) -> List[Instances]:
-        """Per-level head outputs -> per-image detections (:func:`fcos_detections`)."""
+    def __call__(self, logits, bbox_reg, ctrness, image_sizes, top_feats=None) -> List[Instances]:
+        """Per-level head outputs -> per-image detections (:func:`fcos_detections`; with
+        ``top_feats``, CondInst's controller outputs, the detections carry theirs)."""
         return fcos_detections(
             compute_locations(logits, self.strides),
             logits,
@@ -173,6 +174,7 @@ class FCOSDecoding:
             post_nms_topk=self.post_nms_topk,
             thresh_with_ctr=self.thresh_with_ctr,
             early_stop_nms=True,
+            top_feats=top_feats,
         )
 
 

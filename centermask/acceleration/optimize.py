@@ -7,6 +7,7 @@ import torch
 from detectron2.modeling.meta_arch.rcnn import GeneralizedRCNN
 from torch import nn
 
+from .condinst_inference import CondInst, optimize_condinst_for_inference
 from .fold_batchnorm import fold_frozen_batchnorm
 from .fused_modules import ClassSelectedMaskPredictor, FusedFCOSHead, fuse_conv_activations
 from .inference_model import CenterMaskInference, DenseCenterMask, check_centermask_model
@@ -87,7 +88,8 @@ def optimize_for_inference(
 
     Args:
         model: a GeneralizedRCNN with the FCOS proposal generator and CenterROIHeads (any
-            backbone of this package or detectron2's ResNet).
+            backbone of this package or detectron2's ResNet), or a CondInst model (float32
+            only; see :func:`~centermask.acceleration.condinst_inference.optimize_condinst_for_inference`).
         fold_frozen_bn: fold FrozenBatchNorm2d (and eval-mode BatchNorm2d) into the convs.
         channels_last: NHWC memory format for the dense part and the mask heads. Default: on for
             CPU, and on CUDA only with a 16-bit ``dtype`` (tensor cores prefer NHWC).
@@ -104,6 +106,18 @@ def optimize_for_inference(
     Returns:
         A :class:`CenterMaskInference` module in eval mode, on the model's device.
     """
+    if isinstance(model, CondInst):
+        if parse_dtype(dtype) not in (None, torch.float32):
+            raise ValueError(f"dtype {dtype!r}: CondInst is optimised in float32 only")
+        return optimize_condinst_for_inference(
+            model,
+            fold_frozen_bn=fold_frozen_bn,
+            channels_last=channels_last,
+            compile=compile,
+            fuse=fuse,
+            postprocess_threads=postprocess_threads,
+            inplace=inplace,
+        )
     check_centermask_model(model)
     dtype = parse_dtype(dtype)
     if not inplace:

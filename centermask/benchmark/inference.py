@@ -162,7 +162,9 @@ def build_mode(
     config) and ``image_hw`` (the benchmark's image size) are needed by ``onnx-int8`` only."""
     from centermask.acceleration import CenterMaskInference, optimize_for_inference
     from centermask.export.onnx_export import export_onnx, export_torchscript
+    from centermask.export.condinst_onnx import OnnxCondInstPredictor, export_condinst_onnx
     from centermask.export.onnx_predictor import OnnxCenterMaskPredictor
+    from centermask.modeling.condinst import CondInst
 
     half = dtype not in (None, torch.float32)
     if spec.kind == "eager":
@@ -171,6 +173,16 @@ def build_mode(
         options = {"dtype": dtype, **spec.options}  # e.g. optimized:dtype=bf16 next to fp32 modes
         return optimize_for_inference(model, **options), "optimize_for_inference"
     folder = work_dir / spec.name.replace(":", "_").replace("+", "_").replace("=", "-")
+    if isinstance(model, CondInst):
+        if spec.kind != "onnx":
+            raise ValueError(
+                f"mode {spec.kind!r} is not available for CondInst (eager, optimized, onnx)"
+            )
+        export_condinst_onnx(model, folder, **spec.options)
+        predictor = OnnxCondInstPredictor(model, folder)
+        return predictor, "onnxruntime (float32) " + ",".join(
+            predictor.dense.session.get_providers()
+        )
     if spec.kind in ("onnx", "onnx-int8"):
         options = dict(spec.options)
         heads = options.pop("mask_heads", True)

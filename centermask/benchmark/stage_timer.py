@@ -4,8 +4,8 @@ The hooks record timestamps ("marks") when known submodules start and finish; th
 differences between marks, so nothing in the model has to change. On the GPU the marks are CUDA
 events (resolved after the pass); on the CPU they are ``time.perf_counter`` readings.
 
-Works for the detectron2 model (``GeneralizedRCNN``), :class:`CenterMaskInference` and the ONNX
-Runtime predictor: a stage whose modules are absent (e.g. the backbone inside an ONNX graph) is
+Works for the detectron2 models (``GeneralizedRCNN``, ``CondInst``), their inference pipelines
+and the ONNX Runtime predictors: a stage whose modules are absent (e.g. the backbone inside an ONNX graph) is
 simply not reported, and what the stages do not cover is reported as ``other``.
 """
 
@@ -31,6 +31,13 @@ _MARK_POINTS: Sequence[Tuple[str, Sequence[str], str]] = (
     ("maskiou_start", ("roi_heads.maskiou_head",), "start"),
     ("maskiou_end", ("roi_heads.maskiou_head",), "end"),
     ("roi_end", ("roi_heads",), "end"),
+    # CondInst: mask branch, controller (per FCOS level), dynamic mask head.
+    ("mask_branch_start", ("mask_branch", "dense.mask_branch"), "start"),
+    ("mask_branch_end", ("mask_branch", "dense.mask_branch"), "end"),
+    ("controller_start", ("controller", "dense.controller"), "start"),
+    ("controller_end", ("controller", "dense.controller"), "end"),
+    ("mask_head_start", ("mask_head",), "start"),
+    ("mask_head_end", ("mask_head",), "end"),
 )
 
 # stage -> (start mark, end mark); alternatives are tried in order.
@@ -40,7 +47,15 @@ STAGES: Dict[str, Sequence[Tuple[str, str]]] = {
     "fpn": (("bottom_up_end", "fpn_end"),),
     "fcos_head": (("head_start", "head_end"),),
     "dense": (),  # backbone + FPN + FCOS head when they run as one opaque module (ONNX, compiled)
-    "fcos_decode_nms": (("head_end", "roi_start"), ("dense_end", "roi_start")),
+    "mask_branch": (("mask_branch_start", "mask_branch_end"),),
+    "controller": (("controller_start", "controller_end"),),
+    "fcos_decode_nms": (
+        ("head_end", "roi_start"),
+        ("dense_end", "roi_start"),
+        ("controller_end", "mask_head_start"),
+        ("dense_end", "mask_head_start"),
+    ),
+    "dynamic_mask_head": (("mask_head_start", "mask_head_end"),),
     "roi_pool_mask_head": (
         ("roi_start", "maskiou_start"),
         ("roi_start", "mask_heads_end"),
@@ -51,6 +66,7 @@ STAGES: Dict[str, Sequence[Tuple[str, str]]] = {
         ("maskiou_end", "end"),
         ("mask_heads_end", "end"),
         ("roi_end", "end"),
+        ("mask_head_end", "end"),
     ),
 }
 

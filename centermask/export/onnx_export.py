@@ -99,7 +99,16 @@ def export_onnx(
 
     Returns:
         {"dense": path, "mask_heads": path (if written), "metadata": path}.
+
+    A CondInst model is exported by :func:`~centermask.export.condinst_onnx.export_condinst_onnx`
+    (one graph; ``mask_heads`` does not apply).
     """
+    from centermask.modeling.condinst import CondInst
+
+    if isinstance(model, CondInst):
+        from .condinst_onnx import export_condinst_onnx
+
+        return export_condinst_onnx(model, output_dir, height=height, width=width, opset=opset)
     check_centermask_model(model)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -12,16 +12,15 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
-from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import ImageList, Instances
 from torch import nn
 
 from centermask.modeling.fcos import FCOS
 
-from .dynamic_mask_head import DynamicMaskHead
+from .dynamic_mask_head import DynamicMaskHead, predict_global_masks
 from .losses import dice_loss
 from .mask_branch import MaskBranch
-from .postprocess import paste_global_masks
+from .postprocess import postprocess_detections
 from .targets import add_bitmasks
 
 __all__ = ["CondInst"]
@@ -254,40 +253,10 @@ class CondInst(nn.Module):
 
     def predict_masks(self, mask_feats: torch.Tensor, detections: List[Instances]) -> None:
         """Add ``pred_global_masks`` (n, 1, H/s, W/s) probabilities to each image's detections."""
-        counts = [len(d) for d in detections]
-        params = torch.cat([d.top_feat for d in detections])
-        scale = self.mask_head.mask_feat_stride // self.mask_head.mask_out_stride
-        height, width = (size * scale for size in mask_feats.shape[2:])
-        if params.shape[0] == 0:
-            probs = mask_feats.new_zeros((0, 1, height, width))
-        else:
-            im_inds = torch.cat(
-                [
-                    torch.full((n,), i, dtype=torch.int64, device=params.device)
-                    for i, n in enumerate(counts)
-                ]
-            )
-            locations = torch.cat([d.locations for d in detections])
-            levels = torch.cat([d.fpn_levels for d in detections])
-            probs = self.mask_head(mask_feats, params, locations, levels, im_inds).sigmoid()
-        for det, image_probs in zip(detections, probs.split(counts)):
-            det.pred_global_masks = image_probs
+        predict_global_masks(self.mask_head, mask_feats, detections)
 
     def postprocess(
         self, detections: Instances, height: int, width: int, padded_size: Tuple[int, int]
     ) -> Instances:
-        """One image's detections at the output size: boxes scaled and clipped (empty boxes
-        dropped), masks upsampled to the padded input, cropped to the resized image, resized to
-        (height, width) and thresholded into bool ``pred_masks``."""
-        resized_size = detections.image_size
-        results = detector_postprocess(detections, height, width)
-        results.pred_masks = paste_global_masks(
-            results.pred_global_masks,
-            resized_size,
-            (height, width),
-            padded_size,
-            self.mask_threshold,
-        )
-        results.remove("pred_global_masks")
-        results.remove("top_feat")
-        return results
+        """One image's detections at the output size (:func:`postprocess_detections`)."""
+        return postprocess_detections(detections, height, width, padded_size, self.mask_threshold)

@@ -5,13 +5,19 @@ from typing import List, Sequence, Tuple
 
 import torch
 from detectron2.config import configurable
+from detectron2.structures import Instances
 from torch import nn
 from torch.nn import functional as F
 
 from centermask.layers.aligned_bilinear import aligned_bilinear
 from centermask.modeling.fcos.targets import compute_locations_per_level
 
-__all__ = ["dynamic_param_counts", "split_dynamic_params", "DynamicMaskHead"]
+__all__ = [
+    "dynamic_param_counts",
+    "split_dynamic_params",
+    "DynamicMaskHead",
+    "predict_global_masks",
+]
 
 
 def dynamic_param_counts(
@@ -164,3 +170,34 @@ class DynamicMaskHead(nn.Module):
                 x = F.relu(x)
         logits = x.reshape(n, 1, height, width)
         return aligned_bilinear(logits, self.mask_feat_stride // self.mask_out_stride)
+
+
+def predict_global_masks(
+    mask_head: DynamicMaskHead, mask_feats: torch.Tensor, detections: List[Instances]
+) -> None:
+    """Add ``pred_global_masks`` (n, 1, H*f, W*f) probabilities to each image's detections.
+
+    Args:
+        mask_head: the dynamic mask head.
+        mask_feats: (N, C, H, W) mask features of the batch.
+        detections: per image, with ``top_feat`` (dynamic parameters), ``locations`` and
+            ``fpn_levels``; images without detections get (0, 1, H*f, W*f).
+    """
+    counts = [len(d) for d in detections]
+    params = torch.cat([d.top_feat for d in detections])
+    scale = mask_head.mask_feat_stride // mask_head.mask_out_stride
+    height, width = (size * scale for size in mask_feats.shape[2:])
+    if params.shape[0] == 0:
+        probs = mask_feats.new_zeros((0, 1, height, width))
+    else:
+        im_inds = torch.cat(
+            [
+                torch.full((n,), i, dtype=torch.int64, device=params.device)
+                for i, n in enumerate(counts)
+            ]
+        )
+        locations = torch.cat([d.locations for d in detections])
+        levels = torch.cat([d.fpn_levels for d in detections])
+        probs = mask_head(mask_feats, params, locations, levels, im_inds).sigmoid()
+    for det, image_probs in zip(detections, probs.split(counts)):
+        det.pred_global_masks = image_probs

@@ -3,11 +3,13 @@
 from typing import Tuple
 
 import torch
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import Instances
 from torch.nn import functional as F
 
 from centermask.layers.aligned_bilinear import aligned_bilinear
 
-__all__ = ["paste_global_masks"]
+__all__ = ["paste_global_masks", "postprocess_detections"]
 
 # Masks upsampled at a time: bounds the padded-size float32 intermediates (~1 GB at 800x1216).
 _MASKS_PER_CHUNK = 64
@@ -46,3 +48,32 @@ def paste_global_masks(
         chunk = F.interpolate(chunk, size=output_size, mode="bilinear", align_corners=False)
         out[start : start + _MASKS_PER_CHUNK] = chunk[:, 0] > threshold
     return out
+
+
+def postprocess_detections(
+    detections: Instances,
+    height: int,
+    width: int,
+    padded_size: Tuple[int, int],
+    mask_threshold: float = 0.5,
+) -> Instances:
+    """One image's CondInst detections at the output size.
+
+    Boxes are scaled and clipped and empty boxes dropped (detectron2's ``detector_postprocess``);
+    ``pred_global_masks`` become bool ``pred_masks`` (:func:`paste_global_masks`); the raw
+    probabilities and dynamic parameters (``top_feat``) are left out.
+
+    Args:
+        detections: in padded-input coordinates, with ``pred_global_masks``; its
+            ``image_size`` is the image's resized size.
+        height, width: output size.
+        padded_size: (H_pad, W_pad) of the batch tensor.
+    """
+    resized_size = detections.image_size
+    results = detector_postprocess(detections, height, width)
+    results.pred_masks = paste_global_masks(
+        results.pred_global_masks, resized_size, (height, width), padded_size, mask_threshold
+    )
+    results.remove("pred_global_masks")
+    results.remove("top_feat")
+    return results
