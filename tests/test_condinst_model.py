@@ -231,3 +231,28 @@ def test_training_without_masks_names_the_missing_field(tiny):
             model(batch)
     finally:
         model.eval()
+
+
+def test_topk_proposals_per_image_keeps_the_best_positives_of_each_gt(tiny):
+    model, _ = tiny
+    # Image 0: GT 0 has three positives, GT 1 one; image 1: GT 2 has two. K = 2 per image.
+    fields = {
+        "im_inds": torch.tensor([0, 0, 0, 0, 1, 1]),
+        "gt_inds": torch.tensor([0, 0, 0, 1, 2, 2]),
+        "logits_pred": torch.tensor([[0.0], [3.0], [1.0], [0.0], [0.0], [0.0]]),
+        "ctrness_pred": torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0, -1.0]),
+    }
+    fields["order"] = torch.arange(6)
+    model.max_proposals, model.topk_proposals_per_image = -1, 2
+    try:
+        kept = model._select_for_mask_loss(fields)
+    finally:
+        model.max_proposals, model.topk_proposals_per_image = 500, -1
+    # Image 0: two GTs -> max(2 // 2, 1) = 1 per GT: the best of GT 0 (index 1) and GT 1's only
+    # one; image 1: one GT -> 2 per GT, both kept.
+    assert sorted(kept["order"].tolist()) == [1, 3, 4, 5]
+
+
+def test_max_proposals_and_topk_per_image_cannot_both_be_set():
+    with pytest.raises(ValueError, match="TOPK_PROPOSALS_PER_IM"):
+        build_model(get_config(TINY, "MODEL.CONDINST.TOPK_PROPOSALS_PER_IM", "64"))
