@@ -66,12 +66,16 @@ def trained(datasets, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def int8_export(trained, tmp_path_factory):
+def weights(trained, tmp_path_factory):
+    path = tmp_path_factory.mktemp("int8_weights") / "model.pth"
+    torch.save({"model": trained[1].state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def int8_export(weights, tmp_path_factory):
     """The trained model exported by tools/export_model.py --int8 (min-max, 6 images)."""
-    cfg, model = trained
     folder = tmp_path_factory.mktemp("int8_export")
-    weights = folder / "model.pth"
-    torch.save({"model": model.state_dict()}, weights)
     tool = load_tool("export_model")
     tool.main(
         ["--config-file", str(CONFIG), "--weights", str(weights), "--format", "onnx", "--int8",
@@ -135,8 +139,8 @@ def test_predictor_runs_int8_graphs_and_returns_well_formed_instances(trained, i
 
 def test_int8_detections_mostly_agree_with_float32(trained, int8_export):
     """Measured on this model (40 iterations from scratch, 6 val images, all detections above
-    the config's score threshold): 265 of 300 float32 / int8 detections pair up (88%; same class,
-    box IoU >= 0.5). Asserted with margin: >= 75%."""
+    the config's score threshold): 278 of 300 float32 / int8 detections pair up (93%; same class,
+    box IoU >= 0.5). Asserted with margin: >= 80%."""
     cfg, model = trained
     predictor = OnnxCenterMaskPredictor(model, int8_export)
     matched = total = 0
@@ -147,12 +151,12 @@ def test_int8_detections_mostly_agree_with_float32(trained, int8_export):
         matched += agreement.matched
         total += max(agreement.num_reference, agreement.num_candidate)
     assert total > 0
-    assert matched / total >= 0.75, f"match rate {matched / total:.2f}"
+    assert matched / total >= 0.8, f"match rate {matched / total:.2f}"
 
 
 def test_int8_mask_heads_give_the_float32_mask_probabilities(trained, float_export, int8_export):
     """The same RoI features into both mask-head graphs: |p_int8 - p_float32| of the mask
-    probabilities measured 0.0044 on average, 0.029 at the 99th percentile (a few pixels of this
+    probabilities measured 0.0049 on average, 0.037 at the 99th percentile (a few pixels of this
     barely trained model sit at 0.5 and differ more). Asserted: <= 0.015 and <= 0.1."""
     cfg, _ = trained
     folder, float_predictor = float_export
@@ -248,3 +252,19 @@ def test_detection_agreement_matches_one_to_one_by_class_and_iou():
     assert (agreement.num_reference, agreement.num_candidate, agreement.matched) == (3, 4, 2)
     assert agreement.match_rate == 0.5
     assert detection_agreement(reference, candidate, iou_threshold=0.7).matched == 1
+
+
+def test_accuracy_tool_evaluates_pytorch_float32_and_int8_on_the_same_data(weights, tmp_path):
+    tool = load_tool("evaluate_int8")
+    report = tool.main(
+        ["--config-file", str(CONFIG), "--weights", str(weights), "--dataset", VAL,
+         "--calib-dataset", TRAIN, "--calib-images", "4", "--output-dir", str(tmp_path)]
+    )  # fmt: skip
+    ap = report["ap"]
+    assert list(ap) == ["PyTorch float32", "onnxruntime float32", "onnxruntime int8"]
+    assert all(np.isfinite(v) for row in ap.values() for v in row.values())
+    # the float32 graphs reproduce the PyTorch model's AP (same detections up to float rounding)
+    for key in ("bbox/AP", "segm/AP"):
+        assert ap["onnxruntime float32"][key] == pytest.approx(ap["PyTorch float32"][key], abs=0.5)
+    assert (tmp_path / "int8" / "quantization.json").is_file()
+    assert (tmp_path / "accuracy.json").is_file()

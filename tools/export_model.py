@@ -68,7 +68,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="PATTERN",
         help="keep the nodes whose names contain PATTERN (wildcards * ?) in float32 (repeatable)",
     )
-    int8.add_argument("--reduce-range", action="store_true", help="7-bit weights (no-VNNI CPUs)")
+    int8.add_argument(
+        "--full-range-weights",
+        action="store_true",
+        help="8-bit weights, for CPUs with VNNI only (7-bit by default: no int16 saturation)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
     if args.int8 and args.format != "onnx":
@@ -131,7 +135,7 @@ def main(argv=None) -> None:
             method=args.calib_method,
             percentile=args.calib_percentile,
             keep_float=tuple(args.keep_float),
-            reduce_range=args.reduce_range,
+            reduce_range=not args.full_range_weights,
         )
         images = calibration_images(args.calib_dataset, args.calib_images, cfg.INPUT.FORMAT)
         paths = export_int8_onnx(

@@ -14,7 +14,7 @@ Used by ``tools/benchmark.py``. Modes (comma separated, options after ":" joined
   synthetic images of the benchmark's size, or on images of a registered data set
   (``onnx-int8:calib_dataset=synthetic_train+calib_images=32``); the other options are those of
   :class:`~centermask.export.int8.Int8Settings` (``method=percentile``,
-  ``keep_float=cls_logits|bbox_pred``, ``reduce_range=1``);
+  ``keep_float=cls_logits|bbox_pred``, ``reduce_range=0``);
 * ``torchscript``: the traced dense part inside the same pipeline.
 
 Each repetition runs every mode once, in an order that rotates between repetitions, so slow
@@ -161,9 +161,14 @@ def build_mode(
     """The module to call with the inputs, and a note about the mode. ``cfg`` (the model's
     config) and ``image_hw`` (the benchmark's image size) are needed by ``onnx-int8`` only."""
     from centermask.acceleration import CenterMaskInference, optimize_for_inference
-    from centermask.export.onnx_export import export_onnx, export_torchscript
+    from centermask.export.centermask_pr_onnx import (
+        OnnxCenterMaskPRPredictor,
+        export_centermask_pr_onnx,
+    )
     from centermask.export.condinst_onnx import OnnxCondInstPredictor, export_condinst_onnx
+    from centermask.export.onnx_export import export_onnx, export_torchscript
     from centermask.export.onnx_predictor import OnnxCenterMaskPredictor
+    from centermask.modeling.centermask_pr import CenterMaskPR
     from centermask.modeling.condinst import CondInst
 
     half = dtype not in (None, torch.float32)
@@ -173,6 +178,16 @@ def build_mode(
         options = {"dtype": dtype, **spec.options}  # e.g. optimized:dtype=bf16 next to fp32 modes
         return optimize_for_inference(model, **options), "optimize_for_inference"
     folder = work_dir / spec.name.replace(":", "_").replace("+", "_").replace("=", "-")
+    if isinstance(model, CenterMaskPR):
+        if spec.kind != "onnx":
+            raise ValueError(
+                f"mode {spec.kind!r} is not available for CenterMask-PR (eager, optimized, onnx)"
+            )
+        export_centermask_pr_onnx(model, folder, **spec.options)
+        predictor = OnnxCenterMaskPRPredictor(model, folder)
+        return predictor, "onnxruntime (float32) " + ",".join(
+            predictor.dense.session.get_providers()
+        )
     if isinstance(model, CondInst):
         if spec.kind != "onnx":
             raise ValueError(
