@@ -113,8 +113,8 @@ class CondInstInference(nn.Module):
             model: the CondInst model; its modules are shared, not copied.
             dense: replaces ``DenseCondInst.from_model(model)``; same tensors in and out.
             channels_last: feed the dense part NHWC-strided images.
-            postprocess_threads: CPU intra-op threads for FCOS decoding, the dynamic mask head
-                and post-processing (None: the global setting).
+            postprocess_threads: CPU intra-op threads for FCOS decoding (None: the global
+                setting); the mask head and the mask upsampling use all threads.
         """
         super().__init__()
         check_condinst_model(model)
@@ -168,22 +168,23 @@ class CondInstInference(nn.Module):
                 detections = self.decoding(
                     logits, bbox_reg, ctrness, images.image_sizes, top_feats=top_feats
                 )
-                predict_global_masks(self.mask_head, mask_feats.contiguous(), detections)
-                if not do_postprocess:
-                    return detections
-                padded_size = tuple(tensor.shape[-2:])
-                return [
-                    {
-                        "instances": postprocess_detections(
-                            det,
-                            x.get("height", det.image_size[0]),
-                            x.get("width", det.image_size[1]),
-                            padded_size,
-                            self.mask_threshold,
-                        )
-                    }
-                    for det, x in zip(detections, batched_inputs)
-                ]
+            # Mask head and upsampling work on whole-image maps: all threads.
+            predict_global_masks(self.mask_head, mask_feats.contiguous(), detections)
+            if not do_postprocess:
+                return detections
+            padded_size = tuple(tensor.shape[-2:])
+            return [
+                {
+                    "instances": postprocess_detections(
+                        det,
+                        x.get("height", det.image_size[0]),
+                        x.get("width", det.image_size[1]),
+                        padded_size,
+                        self.mask_threshold,
+                    )
+                }
+                for det, x in zip(detections, batched_inputs)
+            ]
 
     def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> List[Dict[str, Instances]]:
         if self.training:
