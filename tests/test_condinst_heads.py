@@ -11,7 +11,7 @@ from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 
 from centermask.layers.aligned_bilinear import aligned_bilinear
 from centermask.modeling.condinst.dynamic_mask_head import DynamicMaskHead, split_dynamic_params
-from centermask.modeling.condinst.losses import dice_loss, semantic_focal_loss
+from centermask.modeling.condinst.losses import dice_loss
 from centermask.modeling.condinst.mask_branch import MaskBranch
 from centermask.modeling.condinst.targets import (
     add_bitmasks,

@@ -7,7 +7,7 @@ state_dict layout is AdelaiDet's (``backbone``, ``proposal_generator``, ``mask_h
 ``mask_branch``, ``controller``), so its checkpoints load strictly.
 """
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from detectron2.config import configurable
