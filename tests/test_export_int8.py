@@ -254,11 +254,15 @@ def test_detection_agreement_matches_one_to_one_by_class_and_iou():
     assert detection_agreement(reference, candidate, iou_threshold=0.7).matched == 1
 
 
-def test_accuracy_tool_evaluates_pytorch_float32_and_int8_on_the_same_data(weights, tmp_path):
+def test_accuracy_tool_evaluates_pytorch_float32_and_int8_on_the_same_data(
+    datasets, weights, tmp_path
+):
     tool = load_tool("evaluate_int8")
+    val = f"int8_cli_val={annotation_path(datasets, 'val')}:{datasets / 'val'}"  # --dataset form
     report = tool.main(
-        ["--config-file", str(CONFIG), "--weights", str(weights), "--dataset", VAL,
-         "--calib-dataset", TRAIN, "--calib-images", "4", "--output-dir", str(tmp_path)]
+        ["--config-file", str(CONFIG), "--weights", str(weights), "--dataset", val,
+         "--eval-dataset", "int8_cli_val", "--calib-dataset", TRAIN, "--calib-images", "4",
+         "--output-dir", str(tmp_path)]
     )  # fmt: skip
     ap = report["ap"]
     assert list(ap) == ["PyTorch float32", "onnxruntime float32", "onnxruntime int8"]

@@ -2,7 +2,7 @@
 """COCO box and mask AP of a model in float32 and of its int8 ONNX export, on the same data set.
 
     python tools/evaluate_int8.py --config-file configs/quickstart/centermask_lite_V_19_slim_dw_eSE_synthetic.yaml \\
-        --weights output/quickstart/model_final.pth --dataset synthetic_val \\
+        --weights output/quickstart/model_final.pth --eval-dataset synthetic_val \\
         --calib-dataset synthetic_train --calib-images 64 --output-dir output/int8_eval
 
 Exports the float32 ONNX graphs (``<output-dir>/float32``), quantizes them to int8 calibrated on
@@ -10,6 +10,7 @@ Exports the float32 ONNX graphs (``<output-dir>/float32``), quantizes them to in
 PyTorch model, the float32 graphs and the int8 graphs with the data set's evaluator (box AP on
 ``scores``, mask AP on ``mask_scores``) and prints one table; ``<output-dir>/accuracy.json``
 holds every metric. Calibrate on other images than the evaluation set (e.g. the training split).
+Data sets other than the built-in ones: ``--dataset NAME=ANNOTATIONS.json:IMAGE_DIR`` (repeatable).
 """
 
 import argparse
@@ -24,7 +25,8 @@ from detectron2.evaluation import inference_on_dataset
 import centermask.data  # noqa: F401  (registers the built-in synthetic data sets)
 from centermask.benchmark.inference import build_benchmark_model, make_inputs
 from centermask.config import get_cfg
-from centermask.engine import Trainer
+from centermask.data.command_line import register_dataset_specs
+from centermask.engine import Trainer, add_dataset_argument
 from centermask.export.int8 import (
     CALIBRATION_METHODS,
     Int8Settings,
@@ -41,7 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--weights", required=True, help="trained checkpoint")
-    parser.add_argument("--dataset", help="evaluation data set (default: DATASETS.TEST[0])")
+    add_dataset_argument(parser)
+    parser.add_argument("--eval-dataset", help="evaluation data set (default: DATASETS.TEST[0])")
     parser.add_argument("--calib-dataset", help="default: DATASETS.TRAIN[0]")
     parser.add_argument("--calib-images", type=int, default=64)
     parser.add_argument("--calib-method", default="minmax", choices=CALIBRATION_METHODS)
@@ -78,6 +81,7 @@ def format_table(rows: Dict[str, Dict[str, float]], reference: str) -> str:
 
 def main(argv=None) -> Dict:
     args = parse_args(argv)
+    register_dataset_specs(args.dataset)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = get_cfg()
@@ -85,7 +89,7 @@ def main(argv=None) -> Dict:
     cfg.merge_from_list(list(args.opts))
     cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
-    dataset = args.dataset or cfg.DATASETS.TEST[0]
+    dataset = args.eval_dataset or cfg.DATASETS.TEST[0]
     calib_dataset = args.calib_dataset or cfg.DATASETS.TRAIN[0]
     output_dir = Path(args.output_dir)
     model = build_benchmark_model(cfg, args.weights)

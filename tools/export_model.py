@@ -29,6 +29,8 @@ import torch
 import centermask.data  # noqa: F401  (registers the built-in synthetic data sets)
 from centermask.benchmark.inference import build_benchmark_model, make_inputs, synthetic_image
 from centermask.config import get_cfg
+from centermask.data.command_line import register_dataset_specs
+from centermask.engine import add_dataset_argument
 from centermask.export.int8 import (
     CALIBRATION_METHODS,
     Int8Settings,
@@ -58,6 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     int8 = parser.add_argument_group("int8 (ONNX only)")
     int8.add_argument("--int8", action="store_true", help="statically quantized int8 graphs")
     int8.add_argument("--calib-dataset", help="registered data set of the calibration images")
+    add_dataset_argument(int8)
     int8.add_argument("--calib-images", type=int, default=32, help="calibration images")
     int8.add_argument("--calib-method", default="minmax", choices=CALIBRATION_METHODS)
     int8.add_argument("--calib-percentile", type=float, default=99.999, help="with percentile")
@@ -116,6 +119,7 @@ def check_int8(model, cfg, folder) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    register_dataset_specs(args.dataset)
     cfg = get_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(list(args.opts))
