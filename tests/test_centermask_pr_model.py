@@ -186,3 +186,38 @@ def test_model_zoo_configs_build(name):
     assert cfg.MODEL.CENTERMASK_PR.DETECTOR == expected
     if expected == "heatmap":
         assert model.detector.stride == 4 and model.mask_head.saliency_stride == 4
+
+
+def test_optimize_for_inference_keeps_the_outputs():
+    from centermask import optimize_for_inference
+
+    model = _model()
+    torch.nn.init.constant_(model.detector.size_head[-1].bias, 4.0)
+    _train(model, _fixed_batch(), 2)  # BN statistics and heads away from their initial values
+    model.eval()
+    inputs = [{"image": torch.rand(3, 64, 96) * 255, "height": 80, "width": 120}]
+    with torch.no_grad():
+        expected = model(inputs)[0]["instances"]
+    fast = optimize_for_inference(model)
+    got = fast(inputs)[0]["instances"]
+    assert len(got) == len(expected) > 0
+    torch.testing.assert_close(got.scores, expected.scores, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        got.pred_boxes.tensor, expected.pred_boxes.tensor, atol=1e-3, rtol=1e-4
+    )
+    differing = (got.pred_masks != expected.pred_masks).float().mean()
+    assert differing < 1e-3  # a pixel at the threshold may flip with float rounding
+
+
+def test_benchmark_stages_split_detector_and_mask_assembly():
+    from centermask.benchmark.stage_timer import StageTimer
+
+    model = _model()
+    model.eval()
+    timer = StageTimer(model)
+    with torch.no_grad():
+        stages = timer.run(lambda: model([{"image": torch.rand(3, 64, 64) * 255}]))
+    for name in ("backbone", "fpn", "point_detector", "assemble_paste"):
+        assert stages[name] > 0, name
+    parts = sum(v for k, v in stages.items() if k != "total")
+    assert parts == pytest.approx(stages["total"], rel=1e-6)

@@ -7,6 +7,7 @@ import torch
 from detectron2.modeling.meta_arch.rcnn import GeneralizedRCNN
 from torch import nn
 
+from .centermask_pr_inference import CenterMaskPR, optimize_centermask_pr_for_inference
 from .condinst_inference import CondInst, optimize_condinst_for_inference
 from .fold_batchnorm import fold_frozen_batchnorm
 from .fused_modules import ClassSelectedMaskPredictor, FusedFCOSHead, fuse_conv_activations
@@ -89,7 +90,9 @@ def optimize_for_inference(
     Args:
         model: a GeneralizedRCNN with the FCOS proposal generator and CenterROIHeads (any
             backbone of this package or detectron2's ResNet), or a CondInst model (float32
-            only; see :func:`~centermask.acceleration.condinst_inference.optimize_condinst_for_inference`).
+            only; see :func:`~centermask.acceleration.condinst_inference.optimize_condinst_for_inference`),
+            or a CenterMask-PR model (float32, no compile; see
+            :func:`~centermask.acceleration.centermask_pr_inference.optimize_centermask_pr_for_inference`).
         fold_frozen_bn: fold FrozenBatchNorm2d (and eval-mode BatchNorm2d) into the convs.
         channels_last: NHWC memory format for the dense part and the mask heads. Default: on for
             CPU, and on CUDA only with a 16-bit ``dtype`` (tensor cores prefer NHWC).
@@ -106,6 +109,16 @@ def optimize_for_inference(
     Returns:
         A :class:`CenterMaskInference` module in eval mode, on the model's device.
     """
+    if isinstance(model, CenterMaskPR):
+        if parse_dtype(dtype) not in (None, torch.float32) or compile:
+            raise ValueError("CenterMask-PR is optimised in float32 without compile only")
+        return optimize_centermask_pr_for_inference(
+            model,
+            fold_frozen_bn=fold_frozen_bn,
+            channels_last=channels_last,
+            fuse=fuse,
+            inplace=inplace,
+        )
     if isinstance(model, CondInst):
         if parse_dtype(dtype) not in (None, torch.float32):
             raise ValueError(f"dtype {dtype!r}: CondInst is optimised in float32 only")

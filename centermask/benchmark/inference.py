@@ -21,7 +21,6 @@ Each repetition runs every mode once, in an order that rotates between repetitio
 phases of a shared machine hit all modes alike; ratios are taken between medians.
 """
 
-import functools
 import platform
 import statistics
 import tempfile
@@ -218,7 +217,7 @@ def build_mode(
 
 
 def _export_int8(model, folder: Path, cfg, image_hw, mask_heads: bool, options: Dict) -> None:
-    from centermask.export.int8 import Int8Settings, calibration_images, export_int8_onnx
+    from centermask.export.int8 import Int8Settings, calibration_batches, export_int8_onnx
 
     if cfg is None:
         raise ValueError("the onnx-int8 mode needs the model's config (build_mode(cfg=...))")
@@ -228,13 +227,12 @@ def _export_int8(model, folder: Path, cfg, image_hw, mask_heads: bool, options: 
         options["keep_float"] = tuple(str(options["keep_float"]).split("|"))
     settings = Int8Settings(**options)
     if dataset:
-        images = calibration_images(dataset, count, cfg.INPUT.FORMAT)
+        batches = calibration_batches(cfg, dataset, count)
     else:  # other images than the timed ones
-        images = (synthetic_image(*image_hw, seed=1000 + i) for i in range(count))
-    build_inputs = functools.partial(make_inputs, cfg)
-    export_int8_onnx(
-        model, folder, images, build_inputs, settings, num_images=count, mask_heads=mask_heads
-    )
+        batches = (
+            make_inputs(cfg, [synthetic_image(*image_hw, seed=1000 + i)]) for i in range(count)
+        )
+    export_int8_onnx(model, folder, batches, settings, num_batches=count, mask_heads=mask_heads)
 
 
 class _HookableScript(nn.Module):

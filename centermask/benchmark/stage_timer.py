@@ -38,6 +38,9 @@ _MARK_POINTS: Sequence[Tuple[str, Sequence[str], str]] = (
     ("controller_end", ("controller", "dense.controller"), "end"),
     ("mask_head_start", ("mask_head",), "start"),
     ("mask_head_end", ("mask_head",), "end"),
+    # CenterMask-PR: centre-heatmap or FCOS detector with its shape features.
+    ("point_detector_start", ("detector",), "start"),
+    ("point_detector_end", ("detector",), "end"),
 )
 
 # stage -> (start mark, end mark); alternatives are tried in order.
@@ -56,6 +59,9 @@ STAGES: Dict[str, Sequence[Tuple[str, str]]] = {
         ("dense_end", "mask_head_start"),
     ),
     "dynamic_mask_head": (("mask_head_start", "mask_head_end"),),
+    # CenterMask-PR: heads, peaks / FCOS decoding; then mask assembly and pasting.
+    "point_detector": (("point_detector_start", "point_detector_end"),),
+    "assemble_paste": (("point_detector_end", "end"),),
     "roi_pool_mask_head": (
         ("roi_start", "maskiou_start"),
         ("roi_start", "mask_heads_end"),

@@ -122,16 +122,20 @@ class CenterHeatmapDetector(nn.Module):
         features: Dict[str, torch.Tensor],
         gt_instances: Optional[List[Instances]] = None,
     ) -> Union[Tuple[MaskQueries, Dict[str, torch.Tensor]], List[Instances]]:
-        feature = features[self.in_feature]
-        heatmap = self.heatmap_head(feature)
-        offsets = self.offset_head(feature)
-        sizes = self.size_head(feature)
-        shape = self.shape_tower(feature) if self.shape_tower is not None else None
+        heatmap, offsets, sizes, shape = self.head_outputs(features[self.in_feature])
         if self.training:
             if gt_instances is None:
                 raise ValueError("CenterHeatmapDetector needs gt_instances in training mode")
             return self.losses(heatmap, offsets, sizes, shape, gt_instances)
         return self.detect(heatmap, offsets, sizes, shape, images.image_sizes)
+
+    def head_outputs(
+        self, feature: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """(N, C_in, H, W) -> heatmap logits (N, num_classes, H, W), offsets (N, 2, H, W), sizes
+        (N, 2, H, W) and the shape tower's features (N, head_channels, H, W) or None."""
+        shape = self.shape_tower(feature) if self.shape_tower is not None else None
+        return self.heatmap_head(feature), self.offset_head(feature), self.size_head(feature), shape
 
     def losses(self, heatmap, offsets, sizes, shape, gt_instances: List[Instances]):
         """Centre losses (``loss_heatmap``, ``loss_offset``, ``loss_size``) and the mask queries

@@ -211,14 +211,15 @@ class ShapeSaliencyMaskHead(nn.Module):
         return union
 
     def predict_masks(
-        self, features: Dict[str, torch.Tensor], detections: List[Instances]
+        self,
+        saliency: Optional[torch.Tensor],
+        map_size: Tuple[int, int],
+        detections: List[Instances],
     ) -> List[Instances]:
-        """Adds ``mask_probs`` (K, H, W), the assembled masks on the saliency grid of the padded
-        input, to each image's detections (``pred_boxes`` in input pixels, ``pred_classes`` and
-        ``shape_features``)."""
-        feature = features[self.saliency_in_feature]
-        map_size = tuple(feature.shape[-2:])
-        saliency = self.saliency_map(features)
+        """Adds ``mask_probs`` (K, H, W), the assembled masks on the saliency grid (H, W) =
+        ``map_size`` of the padded input, to each image's detections (``pred_boxes`` in input
+        pixels, ``pred_classes`` and ``shape_features``), given the saliency logits
+        (:meth:`saliency_map`)."""
         for index, instances in enumerate(detections):
             classes = instances.pred_classes
             instances.mask_probs = self._assemble(

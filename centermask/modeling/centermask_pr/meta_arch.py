@@ -1,6 +1,6 @@
 """The CenterMask-PR meta-architecture (registered as ``CenterMaskPR``)."""
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import configurable
@@ -114,13 +114,29 @@ class CenterMaskPR(nn.Module):
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
         detections = self.detector(images, features)
-        detections = self.mask_head.predict_masks(features, detections)
+        saliency = self.mask_head.saliency_map(features)
+        map_size = tuple(features[self.mask_head.saliency_in_feature].shape[-2:])
+        return self.finish(detections, saliency, map_size, batched_inputs, do_postprocess)
+
+    def finish(
+        self,
+        detections: List[Instances],
+        saliency: Optional[torch.Tensor],
+        map_size: Tuple[int, int],
+        batched_inputs: List[Dict],
+        do_postprocess: bool = True,
+    ):
+        """Masks for the detections of each image (see :meth:`inference`), from the saliency
+        logits (N, C or 1, H, W) or None, on a saliency grid of ``map_size``; shared with the
+        ONNX Runtime predictor."""
+        detections = self.mask_head.predict_masks(saliency, map_size, detections)
         if not do_postprocess:
             return detections
-        return [
-            {"instances": self.postprocess(inst, x.get("height", size[0]), x.get("width", size[1]))}
-            for inst, x, size in zip(detections, batched_inputs, images.image_sizes)
-        ]
+        results = []
+        for inst, x in zip(detections, batched_inputs):
+            height, width = x.get("height", inst.image_size[0]), x.get("width", inst.image_size[1])
+            results.append({"instances": self.postprocess(inst, height, width)})
+        return results
 
     def postprocess(self, instances: Instances, height: int, width: int) -> Instances:
         """Boxes scaled and clipped to (height, width) (detectron2's ``detector_postprocess``,

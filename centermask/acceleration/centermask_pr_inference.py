@@ -1,0 +1,74 @@
+"""``optimize_for_inference`` for CenterMask-PR: the same outputs, from a folded, fused, NHWC
+copy of the model run under ``torch.inference_mode``.
+
+CenterMask-PR has no RoI stage and no NMS, so what :mod:`.optimize` does for CenterMask's
+backbone applies unchanged to its whole network: frozen / eval-mode norms folded into the convs,
+conv + ReLU fused (backbone units and every CenterNet-style head), channels-last weights.
+"""
+
+import copy
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+
+from centermask.modeling.centermask_pr import CenterMaskPR
+
+from .fold_batchnorm import fold_frozen_batchnorm
+from .fused_modules import fuse_conv_activations
+
+__all__ = ["CenterMaskPRInference", "optimize_centermask_pr_for_inference"]
+
+
+class CenterMaskPRInference(nn.Module):
+    """Runs ``model.inference`` under ``torch.inference_mode``; call it like the model."""
+
+    def __init__(self, model: CenterMaskPR, channels_last: bool = False):
+        super().__init__()
+        if not isinstance(model, CenterMaskPR):
+            raise TypeError(f"expected a CenterMaskPR model, got {type(model).__name__}")
+        self.model = model
+        self.channels_last = channels_last
+        self.train(False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
+        with torch.inference_mode():
+            return self.model.inference(batched_inputs)
+
+
+def optimize_centermask_pr_for_inference(
+    model: CenterMaskPR,
+    *,
+    fold_frozen_bn: bool = True,
+    channels_last: Optional[bool] = None,
+    fuse: bool = True,
+    inplace: bool = False,
+) -> CenterMaskPRInference:
+    """A faster CenterMask-PR for inference with the outputs of ``model(inputs)`` (float32).
+
+    Args:
+        model: a :class:`CenterMaskPR` (heatmap or FCOS detector).
+        fold_frozen_bn: fold FrozenBatchNorm2d and eval-mode BatchNorm2d into their convs.
+        channels_last: NHWC weights and activations; default on for the CPU.
+        fuse: conv + ReLU as one oneDNN op where available.
+        inplace: change ``model`` itself instead of a deep copy (its state_dict keys then differ
+            from a checkpoint's).
+    """
+    if not isinstance(model, CenterMaskPR):
+        raise TypeError(f"expected a CenterMaskPR model, got {type(model).__name__}")
+    if not inplace:
+        model = copy.deepcopy(model)
+    model.eval()
+    if fold_frozen_bn:
+        fold_frozen_batchnorm(model)
+    if fuse:
+        fuse_conv_activations(model)
+    if channels_last is None:
+        channels_last = model.device.type == "cpu"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return CenterMaskPRInference(model, channels_last=channels_last)

@@ -1,0 +1,159 @@
+"""CenterMask-PR (centre-heatmap detector) in ONNX Runtime, with the outputs of ``model(inputs)``.
+
+Split::
+
+    inputs --preprocess (torch)--> images --centermask_pr_dense.onnx--> heatmap, offsets, sizes,
+      shape features, saliency --peaks, boxes, mask assembly, pasting (torch, the model's own
+      functions)--> [{"instances": Instances}]
+
+The network is one graph (no RoI stage, no NMS); what stays in PyTorch is a top-k, a gather and
+the per-instance mask assembly. The FCOS detector variant is not exported.
+
+Usage::
+
+    export_centermask_pr_onnx(model, "export_dir")
+    predictor = OnnxCenterMaskPRPredictor(model, "export_dir")
+    outputs = predictor([{"image": chw_bgr_float, "height": h, "width": w}])
+"""
+
+import copy
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from centermask.acceleration.fold_batchnorm import fold_frozen_batchnorm
+from centermask.modeling.centermask_pr import CenterHeatmapDetector, CenterMaskPR
+
+from .onnx_predictor import OnnxModule, create_session
+
+__all__ = [
+    "PR_DENSE_ONNX",
+    "DenseCenterMaskPR",
+    "export_centermask_pr_onnx",
+    "OnnxCenterMaskPRPredictor",
+]
+
+PR_DENSE_ONNX = "centermask_pr_dense.onnx"
+
+
+def _check_heatmap_model(model: nn.Module) -> None:
+    if not isinstance(model, CenterMaskPR):
+        raise TypeError(f"expected a CenterMaskPR model, got {type(model).__name__}")
+    if not isinstance(model.detector, CenterHeatmapDetector):
+        raise TypeError(
+            "ONNX export of CenterMask-PR covers the centre-heatmap detector "
+            "(MODEL.CENTERMASK_PR.DETECTOR 'heatmap'), got "
+            f"{type(model.detector).__name__}"
+        )
+
+
+class DenseCenterMaskPR(nn.Module):
+    """Backbone + heads with tensor outputs: (N, 3, H, W) normalised padded images -> heatmap
+    logits, offsets, sizes, then the shape features (without the global-only model) and the
+    saliency logits (without the local-only model), all at the heads' stride."""
+
+    def __init__(self, model: CenterMaskPR):
+        super().__init__()
+        _check_heatmap_model(model)
+        self.backbone = model.backbone
+        self.detector = model.detector
+        self.mask_head = model.mask_head
+
+    def output_names(self) -> List[str]:
+        names = ["heatmap", "offsets", "sizes"]
+        if self.detector.shape_tower is not None:
+            names.append("shape_features")
+        if self.mask_head.saliency_head is not None:
+            names.append("saliency")
+        return names
+
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        features = self.backbone(images)
+        outputs = self.detector.head_outputs(features[self.detector.in_feature])
+        saliency = self.mask_head.saliency_map(features)
+        return tuple(x for x in (*outputs, saliency) if x is not None)
+
+
+def export_centermask_pr_onnx(
+    model: CenterMaskPR, output_dir, *, height: int = 512, width: int = 512, opset: int = 17
+) -> Path:
+    """Write ``centermask_pr_dense.onnx`` (dynamic batch and image size) to ``output_dir`` and
+    return its path. ``model`` is untouched (a copy is folded and exported)."""
+    _check_heatmap_model(model)
+    divisor = max(model.backbone.size_divisibility, 1)
+    if height % divisor or width % divisor:
+        raise ValueError(
+            f"export sample size {height}x{width} must be a multiple of the backbone's "
+            f"size_divisibility ({divisor})"
+        )
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    copied = copy.deepcopy(model).eval().cpu()
+    fold_frozen_batchnorm(copied)
+    dense = DenseCenterMaskPR(copied)
+    names = dense.output_names()
+    dynamic = {"images": {0: "batch", 2: "height", 3: "width"}}
+    dynamic.update({name: {0: "batch", 2: "map_h", 3: "map_w"} for name in names})
+    images = torch.randn((1, 3, height, width), generator=torch.Generator().manual_seed(0)) * 50
+    path = output_dir / PR_DENSE_ONNX
+    with torch.no_grad():
+        torch.onnx.export(
+            dense,
+            (images,),
+            str(path),
+            input_names=["images"],
+            output_names=names,
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    return path
+
+
+class OnnxCenterMaskPRPredictor(nn.Module):
+    """Runs ``centermask_pr_dense.onnx`` with ONNX Runtime and the rest with ``model``'s own
+    decoding, assembly and post-processing; call it like the model."""
+
+    def __init__(
+        self,
+        model: CenterMaskPR,
+        export_dir,
+        providers: Optional[List[str]] = None,
+        threads: Optional[int] = None,
+    ):
+        super().__init__()
+        _check_heatmap_model(model)
+        self.model = model.eval()
+        path = Path(export_dir) / PR_DENSE_ONNX
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist; run export_centermask_pr_onnx first")
+        self.dense = OnnxModule(create_session(path, providers, threads), path=path)
+        self.output_names = DenseCenterMaskPR(model).output_names()
+        if self.dense.output_names != self.output_names:
+            raise ValueError(
+                f"{path} has outputs {self.dense.output_names}, but this model needs "
+                f"{self.output_names} (exported from a different MASK_MODE?)"
+            )
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
+        model = self.model
+        with torch.inference_mode():
+            images = model.preprocess_image(batched_inputs)
+            outputs = dict(zip(self.output_names, self.dense(images.tensor)))
+            detections = model.detector.detect(
+                outputs["heatmap"],
+                outputs["offsets"],
+                outputs["sizes"],
+                outputs.get("shape_features"),
+                images.image_sizes,
+            )
+            stride = model.mask_head.saliency_stride
+            map_size = (images.tensor.shape[-2] // stride, images.tensor.shape[-1] // stride)
+            return model.finish(detections, outputs.get("saliency"), map_size, batched_inputs)
