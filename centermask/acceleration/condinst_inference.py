@@ -9,7 +9,6 @@ run in PyTorch under ``torch.inference_mode``.
 """
 
 import copy
-from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -22,7 +21,7 @@ from centermask.modeling.condinst.postprocess import postprocess_detections
 
 from .fold_batchnorm import fold_frozen_batchnorm
 from .fused_modules import FusedFCOSHead, fuse_conv_activations
-from .inference_model import FCOSDecoding
+from .inference_model import FCOSDecoding, limited_threads
 
 __all__ = ["DenseCondInst", "CondInstInference", "optimize_condinst_for_inference"]
 
@@ -141,18 +140,6 @@ class CondInstInference(nn.Module):
         ]
         return ImageList.from_tensors(images, self.size_divisibility)
 
-    @contextmanager
-    def _small_op_threads(self):
-        threads, previous = self.postprocess_threads, torch.get_num_threads()
-        if self.device.type != "cpu" or not threads or threads >= previous:
-            yield
-            return
-        torch.set_num_threads(threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(previous)
-
     def inference(self, batched_inputs: List[Dict], do_postprocess: bool = True):
         """Same contract as :meth:`CondInst.inference`."""
         with torch.inference_mode():
@@ -164,7 +151,7 @@ class CondInstInference(nn.Module):
             logits, bbox_reg, ctrness, top_feats, mask_feats = split_condinst_outputs(
                 outputs, self.num_levels
             )
-            with self._small_op_threads():
+            with limited_threads(self.device, self.postprocess_threads):
                 detections = self.decoding(
                     logits, bbox_reg, ctrness, images.image_sizes, top_feats=top_feats
                 )
