@@ -221,3 +221,14 @@ def test_benchmark_stages_split_detector_and_mask_assembly():
         assert stages[name] > 0, name
     parts = sum(v for k, v in stages.items() if k != "total")
     assert parts == pytest.approx(stages["total"], rel=1e-6)
+
+
+def test_mobilenetv2_fpn_p2_feeds_the_heatmap_detector():
+    overrides = ["MODEL.BACKBONE.NAME", "build_fcos_resnet_fpn_backbone", "MODEL.MOBILENET", "True"]
+    overrides += ["MODEL.RESNETS.OUT_FEATURES", '["res2", "res3", "res4", "res5"]']
+    overrides += ["MODEL.FPN.IN_FEATURES", '["res2", "res3", "res4", "res5"]']
+    model = _model(*overrides)
+    assert type(model.backbone.bottom_up).__name__ == "MobileNetV2"
+    assert model.detector.stride == 4
+    losses = _train(model, _fixed_batch(), 1)[0]
+    assert all(v == v for v in losses.values())
