@@ -26,6 +26,7 @@ from torch import nn
 from centermask.acceleration.fold_batchnorm import fold_frozen_batchnorm
 from centermask.modeling.centermask_pr import CenterHeatmapDetector, CenterMaskPR
 
+from .onnx_export import _sample_images
 from .onnx_predictor import OnnxModule, create_session
 
 __all__ = [
@@ -82,12 +83,7 @@ def export_centermask_pr_onnx(
     """Write ``centermask_pr_dense.onnx`` (dynamic batch and image size) to ``output_dir`` and
     return its path. ``model`` is untouched (a copy is folded and exported)."""
     _check_heatmap_model(model)
-    divisor = max(model.backbone.size_divisibility, 1)
-    if height % divisor or width % divisor:
-        raise ValueError(
-            f"export sample size {height}x{width} must be a multiple of the backbone's "
-            f"size_divisibility ({divisor})"
-        )
+    images = _sample_images(model, height, width)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     copied = copy.deepcopy(model).eval().cpu()
@@ -96,7 +92,6 @@ def export_centermask_pr_onnx(
     names = dense.output_names()
     dynamic = {"images": {0: "batch", 2: "height", 3: "width"}}
     dynamic.update({name: {0: "batch", 2: "map_h", 3: "map_w"} for name in names})
-    images = torch.randn((1, 3, height, width), generator=torch.Generator().manual_seed(0)) * 50
     path = output_dir / PR_DENSE_ONNX
     with torch.no_grad():
         torch.onnx.export(
