@@ -4,10 +4,10 @@ that agree with the float32 model's."""
 import numpy as np
 import pytest
 import torch
+from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.env import seed_all_rng
 
-from centermask.benchmark.inference import make_inputs
 from centermask.config import get_cfg
 from centermask.data.coco_checks import register_coco_checked
 from centermask.data.synthetic import annotation_path, generate_synthetic
@@ -21,7 +21,7 @@ pytest.importorskip("onnxruntime")
 
 from centermask.export.int8 import (  # noqa: E402
     Int8Settings,
-    calibration_images,
+    calibration_batches,
     quantize_export,
     record_graph_inputs,
 )
@@ -95,7 +95,7 @@ def float_export(trained, tmp_path_factory):
 
 
 def _val_inputs(cfg):
-    return [make_inputs(cfg, [image]) for image in calibration_images(VAL, 6)]
+    return list(calibration_batches(cfg, VAL, 6))
 
 
 def test_int8_graphs_have_per_channel_symmetric_int8_weights(int8_export):
@@ -202,7 +202,7 @@ def test_percentile_calibration_clips_the_min_max_ranges(trained, float_export, 
     """The 99.9th percentile of |x| can only narrow a tensor's min-max range (same inputs)."""
     cfg, _ = trained
     folder, predictor = float_export
-    batches = [make_inputs(cfg, [image]) for image in calibration_images(TRAIN, 3)]
+    batches = list(calibration_batches(cfg, TRAIN, 3))
     scales = {}
     for method in ("minmax", "percentile"):
         settings = Int8Settings(method=method, percentile=99.9)
@@ -223,13 +223,19 @@ def test_percentile_calibration_clips_the_min_max_ranges(trained, float_export, 
     )
 
 
-def test_calibration_images_are_spread_over_the_data_set_and_checked(datasets):
-    images = list(calibration_images(TRAIN, 3))
-    assert len(images) == 3 and all(i.dtype == np.uint8 and i.ndim == 3 for i in images)
+def test_calibration_batches_spread_over_the_data_set_at_the_test_size(trained):
+    cfg, _ = trained
+    batches = list(calibration_batches(cfg, TRAIN, 3))
+    records = DatasetCatalog.get(TRAIN)  # 12 images: the first, the middle (5.5 -> 6), the last
+    assert [b[0]["file_name"] for b in batches] == [records[i]["file_name"] for i in (0, 6, 11)]
+    for (batch,) in batches:
+        assert batch["image"].dtype == torch.uint8 and batch["image"].shape[0] == 3
+        assert min(batch["image"].shape[1:]) == cfg.INPUT.MIN_SIZE_TEST
+        assert "annotations" not in batch
     with pytest.raises(KeyError, match="'no_such_set' is not registered"):
-        next(calibration_images("no_such_set", 3))
+        next(calibration_batches(cfg, "no_such_set", 3))
     with pytest.raises(ValueError, match="has 12 images, 13 were asked for"):
-        next(calibration_images(TRAIN, 13))
+        next(calibration_batches(cfg, TRAIN, 13))
 
 
 def test_detection_agreement_matches_one_to_one_by_class_and_iou():

@@ -23,14 +23,14 @@ import torch
 from detectron2.evaluation import inference_on_dataset
 
 import centermask.data  # noqa: F401  (registers the built-in synthetic data sets)
-from centermask.benchmark.inference import build_benchmark_model, make_inputs
+from centermask.benchmark.inference import build_benchmark_model
 from centermask.config import get_cfg
 from centermask.data.command_line import register_dataset_specs
 from centermask.engine import Trainer, add_dataset_argument
 from centermask.export.int8 import (
     CALIBRATION_METHODS,
     Int8Settings,
-    calibration_images,
+    calibration_batches,
     quantize_export,
 )
 from centermask.export.onnx_export import export_onnx
@@ -102,10 +102,7 @@ def main(argv=None) -> Dict:
         keep_float=tuple(args.keep_float),
         reduce_range=not args.full_range_weights,
     )
-    batches = (
-        make_inputs(cfg, [image])
-        for image in calibration_images(calib_dataset, args.calib_images, cfg.INPUT.FORMAT)
-    )
+    batches = calibration_batches(cfg, calib_dataset, args.calib_images)
     quantize_export(
         output_dir / "float32",
         output_dir / "int8",

@@ -21,7 +21,6 @@ TorchScript writes ``dense.ts``, the traced dense part (to use with
 """
 
 import argparse
-import functools
 import sys
 
 import torch
@@ -34,7 +33,7 @@ from centermask.engine import add_dataset_argument
 from centermask.export.int8 import (
     CALIBRATION_METHODS,
     Int8Settings,
-    calibration_images,
+    calibration_batches,
     export_int8_onnx,
 )
 from centermask.export.onnx_export import export_onnx, export_torchscript
@@ -141,15 +140,9 @@ def main(argv=None) -> None:
             keep_float=tuple(args.keep_float),
             reduce_range=not args.full_range_weights,
         )
-        images = calibration_images(args.calib_dataset, args.calib_images, cfg.INPUT.FORMAT)
+        batches = calibration_batches(cfg, args.calib_dataset, args.calib_images)
         paths = export_int8_onnx(
-            model,
-            args.output,
-            images,
-            functools.partial(make_inputs, cfg),
-            settings,
-            num_images=args.calib_images,
-            **export_options,
+            model, args.output, batches, settings, num_batches=args.calib_images, **export_options
         )
     else:
         paths = export_onnx(model, args.output, **export_options)

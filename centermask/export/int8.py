@@ -22,20 +22,22 @@ The int8 folder has the float32 folder's layout (same file names, same metadata,
 runs it unchanged.
 """
 
+import copy
 import fnmatch
 import json
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog
-from detectron2.data.detection_utils import read_image
 from torch import nn
 from tqdm import tqdm
+
+from centermask.data import CheckedDatasetMapper
 
 from .onnx_export import export_onnx
 from .onnx_predictor import OnnxCenterMaskPredictor, OnnxModule
@@ -44,7 +46,7 @@ __all__ = [
     "CALIBRATION_METHODS",
     "QUANTIZATION_JSON",
     "Int8Settings",
-    "calibration_images",
+    "calibration_batches",
     "record_graph_inputs",
     "quantize_graph",
     "quantize_export",
@@ -89,10 +91,12 @@ class Int8Settings:
         object.__setattr__(self, "keep_float", tuple(self.keep_float))
 
 
-def calibration_images(dataset_name: str, num_images: int, image_format: str = "BGR"):
-    """``num_images`` images spread evenly over a registered data set, read in ``image_format``.
+def calibration_batches(cfg, dataset_name: str, num_images: int) -> Iterator[List[Dict]]:
+    """Model inputs of ``num_images`` images spread evenly over a registered data set.
 
-    Yields HWC uint8 arrays (a generator: images are read one at a time).
+    Each image is read and resized as the test loader does (``CheckedDatasetMapper`` in
+    test mode: ``INPUT.FORMAT``, the ``MIN_SIZE_TEST`` / ``MAX_SIZE_TEST`` resize). Yields
+    one-image batches, reading one image at a time.
     """
     if num_images < 1:
         raise ValueError(f"the number of calibration images must be >= 1, got {num_images}")
@@ -107,8 +111,9 @@ def calibration_images(dataset_name: str, num_images: int, image_format: str = "
             f"calibration data set {dataset_name!r} has {len(records)} images, "
             f"{num_images} were asked for"
         )
+    mapper = CheckedDatasetMapper(cfg, is_train=False)
     for index in np.linspace(0, len(records) - 1, num_images).round().astype(int):
-        yield read_image(records[index]["file_name"], format=image_format)
+        yield [mapper(copy.deepcopy(records[index]))]
 
 
 def record_graph_inputs(
@@ -290,31 +295,28 @@ def _keep_float_matches(graph_files: Sequence[Path], patterns: Sequence[str]):
 def export_int8_onnx(
     model: nn.Module,
     output_dir,
-    images: Iterable[np.ndarray],
-    input_builder,
+    batches: Iterable[List[Dict]],
     settings: Int8Settings = Int8Settings(),
     *,
-    num_images: Optional[int] = None,
+    num_batches: Optional[int] = None,
     **export_options,
 ) -> Dict[str, Path]:
-    """Export a CenterMask model to int8 ONNX graphs in one call.
+    """Export a CenterMask model to int8 ONNX graphs in one call::
+
+        export_int8_onnx(model, "export/int8", calibration_batches(cfg, "synthetic_train", 64))
 
     Args:
         model: the CenterMask GeneralizedRCNN (untouched).
         output_dir: the int8 export (same layout as :func:`export_onnx`'s).
-        images: calibration images (HWC uint8 in the model's input format), e.g.
-            :func:`calibration_images`.
-        input_builder: turns a list of images into model inputs with the config's test resize,
-            e.g. ``functools.partial(centermask.benchmark.inference.make_inputs, cfg)``.
+        batches: calibration batches of model inputs, e.g. :func:`calibration_batches`.
         settings: see :class:`Int8Settings`.
-        num_images: the number of ``images``, for the progress bar.
+        num_batches: the number of ``batches``, for the progress bar.
         export_options: passed to :func:`export_onnx` (``height``, ``width``, ``opset``,
             ``mask_heads``).
     """
     with tempfile.TemporaryDirectory(prefix="centermask_float32_") as float_dir:
         export_onnx(model, float_dir, **export_options)
         predictor = OnnxCenterMaskPredictor(model, float_dir)
-        batches = (input_builder([image]) for image in images)
         return quantize_export(
-            float_dir, output_dir, predictor, batches, settings, num_batches=num_images
+            float_dir, output_dir, predictor, batches, settings, num_batches=num_batches
         )
