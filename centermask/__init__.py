@@ -2,7 +2,8 @@
 
 ``import centermask`` registers every component with detectron2's registries: the VoVNet,
 MobileNetV2 and FCOS-FPN backbones, the ``FCOS`` proposal generator, ``CenterROIHeads``, the
-``SpatialAttentionMaskHead`` mask head and the ``MaskIoUHead``; and the ``centermask://<config
+``SpatialAttentionMaskHead`` mask head and the ``MaskIoUHead``, the ``CondInst`` and
+``CenterMaskPR`` meta-architectures; and the ``centermask://<config
 name>`` scheme for published checkpoints (:mod:`centermask.model_zoo`).
 """
 
