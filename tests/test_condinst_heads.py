@@ -8,11 +8,13 @@ import pytest
 import torch
 from detectron2.layers import ShapeSpec
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
+from torch.nn import functional as F
 
 from centermask.layers.aligned_bilinear import aligned_bilinear
 from centermask.modeling.condinst.dynamic_mask_head import DynamicMaskHead, split_dynamic_params
 from centermask.modeling.condinst.losses import dice_loss
 from centermask.modeling.condinst.mask_branch import MaskBranch
+from centermask.modeling.condinst.postprocess import paste_global_masks
 from centermask.modeling.condinst.targets import (
     add_bitmasks,
     full_bitmasks,
@@ -162,3 +164,23 @@ def test_semantic_head_loss_equals_a_hand_focal_loss():
     assert branch.logits.bias[0].item() == pytest.approx(-math.log(99))
     branch.eval()
     assert branch(features, [gt])[1] == {}  # the semantic head never runs at inference
+
+
+@pytest.mark.parametrize(
+    "padded, resized, output",
+    [((608, 800), (600, 800), (480, 640)), ((800, 1216), (800, 1067), (427, 640)),
+     ((96, 128), (70, 100), (200, 300)), ((128, 160), (128, 160), (128, 160))],
+)  # fmt: skip
+def test_mask_pasting_equals_condinsts_upsample_crop_resize_chain(padded, resized, output):
+    torch.manual_seed(0)
+    probs = torch.rand(6, 1, padded[0] // 4, padded[1] // 4)
+    probs = F.avg_pool2d(F.pad(probs, (2, 2, 2, 2), mode="replicate"), 5, stride=1)  # smooth
+    # The reference's chain, step by step.
+    chain = aligned_bilinear(probs, 4)[:, :, : resized[0], : resized[1]]
+    chain = F.interpolate(chain, size=output, mode="bilinear", align_corners=False)[:, 0]
+    masks = paste_global_masks(probs, resized, output, padded)
+    assert masks.dtype == torch.bool and masks.shape == (6, *output)
+    differ = masks ^ (chain > 0.5)
+    # Only float rounding: pixels whose probability is within 1e-5 of the threshold.
+    assert ((chain[differ] - 0.5).abs() < 1e-5).all() and differ.sum() <= 10
+    assert paste_global_masks(probs[:0], resized, output, padded).shape == (0, *output)
