@@ -68,7 +68,7 @@ def _train(model, batch, steps):
 @pytest.mark.parametrize("detector", [[], FCOS], ids=["heatmap", "fcos"])
 def test_training_reduces_every_loss_on_a_fixed_batch(detector):
     model = _model(*detector)
-    history = _train(model, _fixed_batch(), 20)
+    history = _train(model, _fixed_batch(), 12)
     first, last = history[0], history[-1]
     assert {"loss_mask", "loss_saliency"} <= set(first)
     for name in first:
