@@ -16,6 +16,16 @@ FCOS += ["MODEL.FCOS.TOP_LEVELS", "2", "MODEL.FCOS.NORM", "none", "MODEL.FCOS.NU
 FCOS += ["MODEL.FCOS.NUM_BOX_CONVS", "1"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: these models are tiny, and on a busy 2-core machine a second thread
+    mostly spins."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _model(*overrides):
     return build_model(get_config(SYNTHETIC, *TINY, *overrides))
 

@@ -24,6 +24,16 @@ EVAL_OPTS = ["MODEL.CENTERMASK_PR.SCORE_THRESH_TEST", "0.0"]
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: these models are tiny, and on a busy 2-core machine a second thread
+    mostly spins."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def datasets_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("datasets")
