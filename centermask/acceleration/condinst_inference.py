@@ -76,7 +76,7 @@ class DenseCondInst(nn.Module):
             [features[f] for f in self.fcos_features]
         )[:4]
         top_feats = [self.controller(tower) for tower in towers]
-        mask_feats = self.mask_branch.fuse(features)
+        mask_feats, _ = self.mask_branch(features)  # a module call: timing hooks see it
         return (*logits, *bbox_reg, *ctrness, *top_feats, mask_feats)
 
 
