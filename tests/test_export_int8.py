@@ -1,6 +1,8 @@
 """int8 ONNX export: calibrated QDQ graphs that the onnxruntime predictor runs, with detections
 that agree with the float32 model's."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -278,3 +280,13 @@ def test_accuracy_tool_evaluates_pytorch_float32_and_int8_on_the_same_data(
         assert ap["onnxruntime float32"][key] == pytest.approx(ap["PyTorch float32"][key], abs=0.5)
     assert (tmp_path / "int8" / "quantization.json").is_file()
     assert (tmp_path / "accuracy.json").is_file()
+
+
+def test_export_tool_check_reports_how_many_int8_detections_match(trained, int8_export):
+    cfg, model = trained
+    report = load_tool("export_model").check_int8(model, cfg, int8_export)
+    assert re.fullmatch(
+        r"\d+ of \d+ float32 / \d+ int8 detections match \(same class, box IoU >= 0.5\): "
+        r"\d+\.\d%",
+        report,
+    ), report
