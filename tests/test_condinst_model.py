@@ -12,6 +12,7 @@ from detectron2.utils.events import EventStorage
 
 from centermask.checkpoint import CenterMaskCheckpointer
 from centermask.config import get_cfg
+from centermask.modeling import CenterMaskWithTTA
 from centermask.utils.synthetic_weights import synthetic_state_dict
 from helpers import (
     CONDINST_PARITY_DIRS,
@@ -256,3 +257,13 @@ def test_topk_proposals_per_image_keeps_the_best_positives_of_each_gt(tiny):
 def test_max_proposals_and_topk_per_image_cannot_both_be_set():
     with pytest.raises(ValueError, match="TOPK_PROPOSALS_PER_IM"):
         build_model(get_config(TINY, "MODEL.CONDINST.TOPK_PROPOSALS_PER_IM", "64"))
+
+
+def test_test_time_augmentation_refuses_condinst_with_a_clear_error(tiny):
+    # detectron2's TTA re-runs ROI heads on merged boxes; CondInst has none. The trainer checks
+    # this when it builds its hooks, so a long training run never ends in this error.
+    model, cfg = tiny
+    cfg = cfg.clone()
+    cfg.TEST.AUG.ENABLED = True
+    with pytest.raises(NotImplementedError, match="TEST.AUG.ENABLED.*CondInst"):
+        CenterMaskWithTTA(cfg, model)

@@ -36,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from centermask.config import check_class_counts
 from centermask.data import CheckedDatasetMapper
-from centermask.modeling import CenterMaskWithTTA
+from centermask.modeling import CenterMaskWithTTA, check_tta_support
 
 from .checkpoint import AtomicCheckpointer
 from .evaluators import build_evaluator
@@ -139,6 +139,7 @@ class Trainer(DefaultTrainer, StoppableTrainLoop):
                 hook = EvalHook(self.cfg.TEST.EVAL_PERIOD, self._test_and_save_results)
             ret.append(hook)
         if self.cfg.TEST.AUG.ENABLED:
+            check_tta_support(self.model)  # before training, not after it
             # Before the PeriodicWriter (last on the main process) so its results are written.
             ret.insert(-1, EvalHook(0, lambda: self.test_with_TTA(self.cfg, self.model)))
         ret.append(LossCurveHook(self.cfg.OUTPUT_DIR))
@@ -228,6 +229,8 @@ class Trainer(DefaultTrainer, StoppableTrainLoop):
         The main process also writes the results to ``<OUTPUT_DIR>/inference/eval_results.json``.
         """
         model = cls.build_model(cfg)
+        if cfg.TEST.AUG.ENABLED:
+            check_tta_support(model)
         AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS if weights is None else weights, resume=resume
         )

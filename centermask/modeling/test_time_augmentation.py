@@ -11,10 +11,26 @@ masks.
 from typing import List, Optional
 
 import torch
-from detectron2.modeling import GeneralizedRCNNWithTTA
+from detectron2.modeling import GeneralizedRCNN, GeneralizedRCNNWithTTA
 from detectron2.structures import Instances
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["CenterMaskWithTTA"]
+__all__ = ["CenterMaskWithTTA", "check_tta_support"]
+
+
+def check_tta_support(model: nn.Module) -> None:
+    """Raise a clear error for models that test-time augmentation cannot run (CondInst,
+    CenterMask-PR): detectron2's TTA re-runs the ROI heads of a ``GeneralizedRCNN`` on merged boxes.
+    """
+    if isinstance(model, DistributedDataParallel):
+        model = model.module
+    if not isinstance(model, GeneralizedRCNN):
+        raise NotImplementedError(
+            f"TEST.AUG.ENABLED: test-time augmentation supports the CenterMask models "
+            f"(GeneralizedRCNN meta-architectures), not {type(model).__name__}; set "
+            "TEST.AUG.ENABLED False."
+        )
 
 
 class CenterMaskWithTTA(GeneralizedRCNNWithTTA):
@@ -24,6 +40,10 @@ class CenterMaskWithTTA(GeneralizedRCNNWithTTA):
     """
 
     _merged_instances: Optional[Instances] = None
+
+    def __init__(self, cfg, model: nn.Module, *args, **kwargs):
+        check_tta_support(model)
+        super().__init__(cfg, model, *args, **kwargs)
 
     def _rescale_detected_boxes(self, augmented_inputs, merged_instances: Instances, tfms):
         # The parent only hands the merged instances to this step, before the mask pass.
