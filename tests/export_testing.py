@@ -116,3 +116,26 @@ def compare_to(reference, outputs, prefixes):
     )
     assert sorted(report["detections"]) == sorted(prefixes)
     return report
+
+
+def check_qdq_int8_graph(path) -> None:
+    """The ONNX graph at ``path`` is statically quantized as :mod:`centermask.export.int8` does it:
+    int8 conv weights with one scale per output channel and zero points 0 (symmetric), uint8
+    activations (QuantizeLinear)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    initializers = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
+    weight_dq = [
+        node
+        for node in graph.node
+        if node.op_type == "DequantizeLinear" and initializers.get(node.input[0]) is not None
+        and initializers[node.input[0]].dtype == np.int8 and initializers[node.input[0]].ndim == 4
+    ]  # fmt: skip
+    assert weight_dq, f"{path} has no int8 conv weights"
+    for node in weight_dq:
+        weight, scale = initializers[node.input[0]], initializers[node.input[1]]
+        assert scale.shape == (weight.shape[0],), node.name  # one scale per output channel
+        assert not initializers[node.input[2]].any(), node.name  # symmetric: zero points are 0
+    activations_q = [n for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert activations_q and all(initializers[n.input[2]].dtype == np.uint8 for n in activations_q)

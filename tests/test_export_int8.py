@@ -16,6 +16,7 @@ from centermask.data.synthetic import annotation_path, generate_synthetic
 from centermask.data.synthetic_scene import CLASS_NAMES, SceneConfig
 from centermask.engine import Trainer
 from centermask.export.agreement import detection_agreement
+from export_testing import check_qdq_int8_graph
 from helpers import QUICK_CONFIGS, load_tool
 
 onnx = pytest.importorskip("onnx")
@@ -102,23 +103,7 @@ def _val_inputs(cfg):
 
 def test_int8_graphs_have_per_channel_symmetric_int8_weights(int8_export):
     for name in ("dense.onnx", "mask_heads.onnx"):
-        graph = onnx.load(str(int8_export / name)).graph
-        initializers = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
-        weight_dq = [
-            node
-            for node in graph.node
-            if node.op_type == "DequantizeLinear" and initializers.get(node.input[0]) is not None
-            and initializers[node.input[0]].dtype == np.int8 and initializers[node.input[0]].ndim == 4
-        ]  # fmt: skip
-        assert weight_dq, f"{name} has no int8 conv weights"
-        for node in weight_dq:
-            weight, scale = initializers[node.input[0]], initializers[node.input[1]]
-            assert scale.shape == (weight.shape[0],)  # one scale per output channel
-            assert not initializers[node.input[2]].any()  # symmetric: zero points are 0
-        activations_q = [n for n in graph.node if n.op_type == "QuantizeLinear"]
-        assert activations_q and all(
-            initializers[n.input[2]].dtype == np.uint8 for n in activations_q
-        )
+        check_qdq_int8_graph(int8_export / name)
 
 
 def test_predictor_runs_int8_graphs_and_returns_well_formed_instances(trained, int8_export):

@@ -34,7 +34,7 @@ from centermask.export.int8 import (
     quantize_export,
 )
 from centermask.export.onnx_export import export_onnx
-from centermask.export.onnx_predictor import OnnxCenterMaskPredictor
+from centermask.export.onnx_predictor import build_onnx_predictor
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -95,7 +95,7 @@ def main(argv=None) -> Dict:
     model = build_benchmark_model(cfg, args.weights)
 
     export_onnx(model, output_dir / "float32")
-    float_predictor = OnnxCenterMaskPredictor(model, output_dir / "float32")
+    float_predictor = build_onnx_predictor(model, output_dir / "float32")
     settings = Int8Settings(
         method=args.calib_method,
         percentile=args.calib_percentile,
@@ -111,7 +111,7 @@ def main(argv=None) -> Dict:
         settings,
         num_batches=args.calib_images,
     )
-    int8_predictor = OnnxCenterMaskPredictor(model, output_dir / "int8")
+    int8_predictor = build_onnx_predictor(model, output_dir / "int8")
 
     loader = Trainer.build_test_loader(cfg, dataset)
     rows, metrics = {}, {}

@@ -11,11 +11,13 @@
 ONNX writes ``dense.onnx`` (backbone + FPN + FCOS head, dynamic batch/height/width),
 ``mask_heads.onnx`` (SAG-Mask + MaskIoU on pooled RoI features) and ``centermask_export.json``;
 run them with ``centermask.export.onnx_predictor.OnnxCenterMaskPredictor``, which returns the
-same Instances as the PyTorch model. ``--check`` runs both on a synthetic image and compares.
+same Instances as the PyTorch model. CondInst and CenterMask-PR configs export one graph each
+(``dense.onnx`` / ``centermask_pr_dense.onnx``); ``build_onnx_predictor`` picks the predictor of
+the model's kind. ``--check`` runs both on a synthetic image and compares.
 ``--int8`` writes the same files with statically quantized int8 graphs (QDQ, per-channel
 weights, activations calibrated on ``--calib-images`` images of the registered data set
-``--calib-dataset``; see ``centermask.export.int8``), which the same predictor runs; its
-``--check`` reports how many detections agree with the float32 model's.
+``--calib-dataset``; see ``centermask.export.int8``), which the same predictor runs, for all
+three model kinds; its ``--check`` reports how many detections agree with the float32 model's.
 TorchScript writes ``dense.ts``, the traced dense part (to use with
 ``centermask.acceleration.CenterMaskInference``).
 """
@@ -37,6 +39,7 @@ from centermask.export.int8 import (
     export_int8_onnx,
 )
 from centermask.export.onnx_export import export_onnx, export_torchscript
+from centermask.export.onnx_predictor import build_onnx_predictor
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -87,12 +90,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def check_onnx(model, cfg, folder) -> float:
     """Largest score difference between PyTorch and onnxruntime on a synthetic image (raises
     if the detections differ)."""
-    from centermask.export.onnx_predictor import OnnxCenterMaskPredictor
-
     inputs = make_inputs(cfg, [synthetic_image()])
     with torch.no_grad():
         expected = model(inputs)[0]["instances"]
-    actual = OnnxCenterMaskPredictor(model, folder)(inputs)[0]["instances"]
+    actual = build_onnx_predictor(model, folder)(inputs)[0]["instances"]
     if len(expected) != len(actual) or not torch.equal(expected.pred_classes, actual.pred_classes):
         raise SystemExit(
             f"onnxruntime gives {len(actual)} detections, PyTorch {len(expected)}: check failed"
@@ -103,12 +104,11 @@ def check_onnx(model, cfg, folder) -> float:
 def check_int8(model, cfg, folder) -> str:
     """How many detections of the int8 graphs on a synthetic image agree with PyTorch's."""
     from centermask.export.agreement import detection_agreement
-    from centermask.export.onnx_predictor import OnnxCenterMaskPredictor
 
     inputs = make_inputs(cfg, [synthetic_image()])
     with torch.no_grad():
         expected = model(inputs)[0]["instances"]
-    actual = OnnxCenterMaskPredictor(model, folder)(inputs)[0]["instances"]
+    actual = build_onnx_predictor(model, folder)(inputs)[0]["instances"]
     agreement = detection_agreement(expected, actual)
     return (
         f"{agreement.matched} of {agreement.num_reference} float32 / {agreement.num_candidate} "

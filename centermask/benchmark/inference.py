@@ -6,9 +6,9 @@ Used by ``tools/benchmark.py``. Modes (comma separated, options after ":" joined
 * ``eager``: the detectron2 model as built (``model(inputs)``; autocast with ``--dtype``);
 * ``optimized``: :func:`centermask.optimize_for_inference`, e.g. ``optimized:fuse=0``,
   ``optimized:compile=1`` or ``optimized:dtype=bf16`` (its options are its keyword arguments);
-* ``onnx``: exported with :func:`~centermask.export.onnx_export.export_onnx` and run by
-  :class:`~centermask.export.onnx_predictor.OnnxCenterMaskPredictor` (``onnx:mask_heads=0`` keeps
-  the mask heads in PyTorch);
+* ``onnx``: exported with :func:`~centermask.export.onnx_export.export_onnx` and run by the
+  model's predictor (:func:`~centermask.export.onnx_predictor.build_onnx_predictor`: CenterMask,
+  CondInst or CenterMask-PR; ``onnx:mask_heads=0`` keeps CenterMask's mask heads in PyTorch);
 * ``onnx-int8``: the same graphs statically quantized to int8 by
   :func:`~centermask.export.int8.export_int8_onnx`, calibrated on ``calib_images`` (default 4)
   synthetic images of the benchmark's size, or on images of a registered data set
@@ -160,13 +160,8 @@ def build_mode(
     """The module to call with the inputs, and a note about the mode. ``cfg`` (the model's
     config) and ``image_hw`` (the benchmark's image size) are needed by ``onnx-int8`` only."""
     from centermask.acceleration import CenterMaskInference, optimize_for_inference
-    from centermask.export.centermask_pr_onnx import (
-        OnnxCenterMaskPRPredictor,
-        export_centermask_pr_onnx,
-    )
-    from centermask.export.condinst_onnx import OnnxCondInstPredictor, export_condinst_onnx
     from centermask.export.onnx_export import export_onnx, export_torchscript
-    from centermask.export.onnx_predictor import OnnxCenterMaskPredictor
+    from centermask.export.onnx_predictor import build_onnx_predictor
     from centermask.modeling.centermask_pr import CenterMaskPR
     from centermask.modeling.condinst import CondInst
 
@@ -177,34 +172,23 @@ def build_mode(
         options = {"dtype": dtype, **spec.options}  # e.g. optimized:dtype=bf16 next to fp32 modes
         return optimize_for_inference(model, **options), "optimize_for_inference"
     folder = work_dir / spec.name.replace(":", "_").replace("+", "_").replace("=", "-")
-    if isinstance(model, CenterMaskPR):
-        if spec.kind != "onnx":
-            raise ValueError(
-                f"mode {spec.kind!r} is not available for CenterMask-PR (eager, optimized, onnx)"
-            )
-        export_centermask_pr_onnx(model, folder, **spec.options)
-        predictor = OnnxCenterMaskPRPredictor(model, folder)
-        return predictor, "onnxruntime (float32) " + ",".join(
-            predictor.dense.session.get_providers()
-        )
-    if isinstance(model, CondInst):
-        if spec.kind != "onnx":
-            raise ValueError(
-                f"mode {spec.kind!r} is not available for CondInst (eager, optimized, onnx)"
-            )
-        export_condinst_onnx(model, folder, **spec.options)
-        predictor = OnnxCondInstPredictor(model, folder)
-        return predictor, "onnxruntime (float32) " + ",".join(
-            predictor.dense.session.get_providers()
+    single_graph = isinstance(model, (CondInst, CenterMaskPR))  # no separate mask-head graph
+    if spec.kind == "torchscript" and single_graph:
+        raise ValueError(
+            f"mode 'torchscript' is not available for {type(model).__name__} "
+            "(eager, optimized, onnx, onnx-int8)"
         )
     if spec.kind in ("onnx", "onnx-int8"):
         options = dict(spec.options)
         heads = options.pop("mask_heads", True)
+        if single_graph and not heads:
+            raise ValueError(f"{type(model).__name__} exports have no mask-head graph to leave out")
         if spec.kind == "onnx":
             export_onnx(model, folder, mask_heads=heads, **options)
         else:
             _export_int8(model, folder, cfg, image_hw, heads, options)
-        predictor = OnnxCenterMaskPredictor(model, folder, use_onnx_mask_heads=heads)
+        predictor_options = {} if single_graph else {"use_onnx_mask_heads": heads}
+        predictor = build_onnx_predictor(model, folder, **predictor_options)
         precision = "float32" if spec.kind == "onnx" else "int8 QDQ"
         return predictor, f"onnxruntime ({precision}) " + ",".join(
             predictor.dense.session.get_providers()

@@ -18,8 +18,9 @@ detections, and any model exported as several ONNX graphs run by ``OnnxModule`` 
 CenterMask-PR) quantizes with the same :func:`quantize_export`.
 
 The int8 folder has the float32 folder's layout (same file names, same metadata, plus
-``quantization.json``), so :class:`~centermask.export.onnx_predictor.OnnxCenterMaskPredictor`
-runs it unchanged.
+``quantization.json``), so the float32 folder's predictor (``OnnxCenterMaskPredictor``,
+``OnnxCondInstPredictor``, ``OnnxCenterMaskPRPredictor``; see
+:func:`~centermask.export.onnx_predictor.build_onnx_predictor`) runs it unchanged.
 """
 
 import copy
@@ -40,7 +41,7 @@ from tqdm import tqdm
 from centermask.data import CheckedDatasetMapper
 
 from .onnx_export import export_onnx
-from .onnx_predictor import OnnxCenterMaskPredictor, OnnxModule
+from .onnx_predictor import OnnxModule, build_onnx_predictor
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -301,12 +302,13 @@ def export_int8_onnx(
     num_batches: Optional[int] = None,
     **export_options,
 ) -> Dict[str, Path]:
-    """Export a CenterMask model to int8 ONNX graphs in one call::
+    """Export a CenterMask, CondInst or CenterMask-PR model to int8 ONNX graphs in one call::
 
         export_int8_onnx(model, "export/int8", calibration_batches(cfg, "synthetic_train", 64))
 
     Args:
-        model: the CenterMask GeneralizedRCNN (untouched).
+        model: the model (untouched); exported by :func:`export_onnx`, which dispatches on its
+            type, and calibrated in the matching :func:`build_onnx_predictor`.
         output_dir: the int8 export (same layout as :func:`export_onnx`'s).
         batches: calibration batches of model inputs, e.g. :func:`calibration_batches`.
         settings: see :class:`Int8Settings`.
@@ -316,7 +318,7 @@ def export_int8_onnx(
     """
     with tempfile.TemporaryDirectory(prefix="centermask_float32_") as float_dir:
         export_onnx(model, float_dir, **export_options)
-        predictor = OnnxCenterMaskPredictor(model, float_dir)
+        predictor = build_onnx_predictor(model, float_dir)
         return quantize_export(
             float_dir, output_dir, predictor, batches, settings, num_batches=num_batches
         )

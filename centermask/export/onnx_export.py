@@ -101,14 +101,22 @@ def export_onnx(
         {"dense": path, "mask_heads": path (if written), "metadata": path}.
 
     A CondInst model is exported by :func:`~centermask.export.condinst_onnx.export_condinst_onnx`
-    (one graph; ``mask_heads`` does not apply).
+    and a CenterMask-PR one by
+    :func:`~centermask.export.centermask_pr_onnx.export_centermask_pr_onnx` (one graph each;
+    ``mask_heads`` does not apply).
     """
+    from centermask.modeling.centermask_pr import CenterMaskPR
     from centermask.modeling.condinst import CondInst
 
     if isinstance(model, CondInst):
         from .condinst_onnx import export_condinst_onnx
 
         return export_condinst_onnx(model, output_dir, height=height, width=width, opset=opset)
+    if isinstance(model, CenterMaskPR):
+        from .centermask_pr_onnx import export_centermask_pr_onnx
+
+        path = export_centermask_pr_onnx(model, output_dir, height=height, width=width, opset=opset)
+        return {"dense": path}
     check_centermask_model(model)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ from centermask.modeling.roi_heads.maskiou_head import maskiou_inference
 
 from .onnx_export import DENSE_ONNX, METADATA_JSON
 
-__all__ = ["OnnxModule", "OnnxCenterMaskPredictor", "create_session"]
+__all__ = ["OnnxModule", "OnnxCenterMaskPredictor", "build_onnx_predictor", "create_session"]
 
 
 def create_session(path, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None):
@@ -170,3 +170,21 @@ class OnnxCenterMaskPredictor(CenterMaskInference):
         if heads.maskiou_on:
             maskiou_inference(maskiou, detections)
         return detections
+
+
+def build_onnx_predictor(model: nn.Module, export_dir, **kwargs) -> nn.Module:
+    """The onnxruntime predictor of ``model``'s kind (CenterMask, CondInst or CenterMask-PR) for
+    a folder written by :func:`~centermask.export.onnx_export.export_onnx` (float32 or int8);
+    ``kwargs`` go to its constructor (e.g. ``threads``, ``use_onnx_mask_heads`` for CenterMask)."""
+    from centermask.modeling.centermask_pr import CenterMaskPR
+    from centermask.modeling.condinst import CondInst
+
+    if isinstance(model, CondInst):
+        from .condinst_onnx import OnnxCondInstPredictor
+
+        return OnnxCondInstPredictor(model, export_dir, **kwargs)
+    if isinstance(model, CenterMaskPR):
+        from .centermask_pr_onnx import OnnxCenterMaskPRPredictor
+
+        return OnnxCenterMaskPRPredictor(model, export_dir, **kwargs)
+    return OnnxCenterMaskPredictor(model, export_dir, **kwargs)
