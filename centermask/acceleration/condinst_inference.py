@@ -18,6 +18,7 @@ from torch import nn
 from centermask.modeling.condinst import CondInst
 from centermask.modeling.condinst.dynamic_mask_head import predict_global_masks
 from centermask.modeling.condinst.postprocess import postprocess_detections
+from centermask.modeling.preprocessing import normalize_and_pad
 
 from .fold_batchnorm import fold_frozen_batchnorm
 from .fused_modules import FusedFCOSHead, fuse_conv_activations
@@ -135,10 +136,9 @@ class CondInstInference(nn.Module):
         return self.pixel_mean.device
 
     def preprocess_image(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> ImageList:
-        images = [
-            (x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs
-        ]
-        return ImageList.from_tensors(images, self.size_divisibility)
+        return normalize_and_pad(
+            batched_inputs, self.pixel_mean, self.pixel_std, self.size_divisibility
+        )
 
     def inference(self, batched_inputs: List[Dict], do_postprocess: bool = True):
         """Same contract as :meth:`CondInst.inference`."""

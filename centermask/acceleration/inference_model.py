@@ -33,6 +33,7 @@ from centermask.layers.mask_paste import paste_masks_batched
 from centermask.modeling.fcos import FCOS
 from centermask.modeling.fcos.inference import fcos_detections
 from centermask.modeling.fcos.targets import compute_locations
+from centermask.modeling.preprocessing import normalize_and_pad
 from centermask.modeling.roi_heads import CenterROIHeads
 from centermask.modeling.roi_heads.maskiou_head import maskiou_inference
 
@@ -274,9 +275,9 @@ class CenterMaskInference(nn.Module):
 
     def preprocess_image(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> ImageList:
         """Normalise, pad (zeros after normalisation) and batch, as GeneralizedRCNN does."""
-        images = [x["image"].to(self.device) for x in batched_inputs]
-        images = [(x - self.pixel_mean) / self.pixel_std for x in images]
-        return ImageList.from_tensors(images, self.size_divisibility)
+        return normalize_and_pad(
+            batched_inputs, self.pixel_mean, self.pixel_std, self.size_divisibility
+        )
 
     def _autocast(self):
         if self.dtype is None or self.dtype == torch.float32:

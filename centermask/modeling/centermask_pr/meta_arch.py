@@ -10,6 +10,7 @@ from detectron2.structures import ImageList, Instances
 from torch import nn
 
 from centermask.config import check_class_counts
+from centermask.modeling.preprocessing import normalize_and_pad
 
 from .center_detector import CenterHeatmapDetector
 from .fcos_detector import FCOSPointDetector
@@ -84,10 +85,9 @@ class CenterMaskPR(nn.Module):
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
         """Normalised images, padded to the backbone's ``size_divisibility``."""
-        images = [
-            (x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs
-        ]
-        return ImageList.from_tensors(images, self.backbone.size_divisibility)
+        return normalize_and_pad(
+            batched_inputs, self.pixel_mean, self.pixel_std, self.backbone.size_divisibility
+        )
 
     def forward(self, batched_inputs: List[Dict]):
         """Training: dict of losses. Inference: ``[{"instances": Instances}]`` per image."""

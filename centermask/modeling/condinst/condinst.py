@@ -16,6 +16,7 @@ from detectron2.structures import ImageList, Instances
 from torch import nn
 
 from centermask.modeling.fcos import FCOS
+from centermask.modeling.preprocessing import normalize_and_pad
 
 from .dynamic_mask_head import DynamicMaskHead, predict_global_masks
 from .losses import dice_loss
@@ -124,10 +125,9 @@ class CondInst(nn.Module):
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
         """Normalise and zero-pad the images to a multiple of the backbone's divisibility."""
-        images = [
-            (x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs
-        ]
-        return ImageList.from_tensors(images, self.backbone.size_divisibility)
+        return normalize_and_pad(
+            batched_inputs, self.pixel_mean, self.pixel_std, self.backbone.size_divisibility
+        )
 
     def forward(self, batched_inputs: List[Dict]):
         """detectron2's model interface: losses in training, per-image ``{"instances": ...}``
