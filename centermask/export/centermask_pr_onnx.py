@@ -26,7 +26,7 @@ from torch import nn
 from centermask.acceleration.fold_batchnorm import fold_frozen_batchnorm
 from centermask.modeling.centermask_pr import CenterHeatmapDetector, CenterMaskPR
 
-from .onnx_export import _sample_images
+from .onnx_export import _sample_images, export_image_graph
 from .onnx_predictor import OnnxModule, create_session
 
 __all__ = [
@@ -89,22 +89,10 @@ def export_centermask_pr_onnx(
     copied = copy.deepcopy(model).eval().cpu()
     fold_frozen_batchnorm(copied)
     dense = DenseCenterMaskPR(copied)
-    names = dense.output_names()
-    dynamic = {"images": {0: "batch", 2: "height", 3: "width"}}
-    dynamic.update({name: {0: "batch", 2: "map_h", 3: "map_w"} for name in names})
+    # Every output is a stride-4 map of the same size.
+    axes = {name: {0: "batch", 2: "map_h", 3: "map_w"} for name in dense.output_names()}
     path = output_dir / PR_DENSE_ONNX
-    with torch.no_grad():
-        torch.onnx.export(
-            dense,
-            (images,),
-            str(path),
-            input_names=["images"],
-            output_names=names,
-            dynamic_axes=dynamic,
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+    export_image_graph(dense, images, path, axes, opset=opset)
     return path
 
 

@@ -25,7 +25,13 @@ from centermask.acceleration.condinst_inference import (
 from centermask.acceleration.fold_batchnorm import fold_frozen_batchnorm
 from centermask.modeling.condinst import CondInst
 
-from .onnx_export import DENSE_ONNX, METADATA_JSON, _sample_images
+from .onnx_export import (
+    DENSE_ONNX,
+    METADATA_JSON,
+    _sample_images,
+    export_image_graph,
+    spatial_axes,
+)
 from .onnx_predictor import OnnxModule, create_session
 
 __all__ = ["export_condinst_onnx", "OnnxCondInstPredictor"]
@@ -53,21 +59,9 @@ def export_condinst_onnx(
     fold_frozen_batchnorm(copied)
     dense = DenseCondInst.from_model(copied)
     names = dense.output_names()
-    dynamic = {"images": {0: "batch", 2: "height", 3: "width"}}
-    dynamic.update({name: {0: "batch", 2: f"{name}_h", 3: f"{name}_w"} for name in names})
     paths = {"dense": output_dir / DENSE_ONNX, "metadata": output_dir / METADATA_JSON}
-    with torch.no_grad():
-        torch.onnx.export(
-            dense,
-            (_sample_images(model, height, width),),
-            str(paths["dense"]),
-            input_names=["images"],
-            output_names=names,
-            dynamic_axes=dynamic,
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+    images = _sample_images(model, height, width)
+    export_image_graph(dense, images, paths["dense"], spatial_axes(names), opset=opset)
     metadata = {
         "format": _FORMAT,
         "dense_inputs": ["images"],

@@ -78,6 +78,36 @@ def _sample_images(model: GeneralizedRCNN, height: int, width: int) -> torch.Ten
     return torch.randn((1, 3, height, width), generator=generator) * 50.0
 
 
+def spatial_axes(names) -> Dict[str, Dict[int, str]]:
+    """Dynamic batch and spatial axes of (N, C, H, W) outputs, each with its own H and W."""
+    return {name: {0: "batch", 2: f"{name}_h", 3: f"{name}_w"} for name in names}
+
+
+def export_image_graph(
+    module: nn.Module,
+    images: torch.Tensor,
+    path: Path,
+    output_axes: Dict[str, Dict[int, str]],
+    *,
+    opset: int,
+) -> None:
+    """Export ``module``, (N, 3, H, W) ``images`` -> the outputs named (in order) by
+    ``output_axes``, with a dynamic batch and image size and the given dynamic output axes."""
+    dynamic = {"images": {0: "batch", 2: "height", 3: "width"}, **output_axes}
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            (images,),
+            str(path),
+            input_names=["images"],
+            output_names=list(output_axes),
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
 def export_onnx(
     model: GeneralizedRCNN,
     output_dir,
@@ -123,21 +153,8 @@ def export_onnx(
     dense = _dense_model(model)
     images = _sample_images(model, height, width)
     names = dense.output_names()
-    dynamic = {"images": {0: "batch", 2: "height", 3: "width"}}
-    dynamic.update({name: {0: "batch", 2: f"{name}_h", 3: f"{name}_w"} for name in names})
     paths = {"dense": output_dir / DENSE_ONNX}
-    with torch.no_grad():
-        torch.onnx.export(
-            dense,
-            (images,),
-            str(paths["dense"]),
-            input_names=["images"],
-            output_names=names,
-            dynamic_axes=dynamic,
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+    export_image_graph(dense, images, paths["dense"], spatial_axes(names), opset=opset)
 
     roi_heads = model.roi_heads
     if mask_heads and roi_heads.mask_on:
