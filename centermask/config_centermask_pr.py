@@ -1,4 +1,4 @@
-"""CenterMask-PR configuration keys (``MODEL.CENTERMASK_PR.*``).
+"""CenterMask-PR configuration keys (``MODEL.CENTERMASK_PR.*``, ``MODEL.UPSAMPLING_NECK.*``).
 
 :func:`add_centermask_pr_config` is called by :func:`centermask.config.add_centermask_config`;
 like it, it only adds keys to the config it is given. The number of classes is
@@ -12,7 +12,8 @@ __all__ = ["add_centermask_pr_config"]
 
 
 def add_centermask_pr_config(cfg: CN) -> CN:
-    """Add the ``MODEL.CENTERMASK_PR`` keys to ``cfg`` in place (no-op when present); returns it."""
+    """Add the ``MODEL.CENTERMASK_PR`` and ``MODEL.UPSAMPLING_NECK`` keys to ``cfg`` in place
+    (no-op when present); returns it."""
     if "CENTERMASK_PR" in cfg.MODEL:
         return cfg
     pr = cfg.MODEL.CENTERMASK_PR = CN()
@@ -48,4 +49,13 @@ def add_centermask_pr_config(cfg: CN) -> CN:
     pr.TOPK_TEST = 100
     pr.SCORE_THRESH_TEST = 0.05
     pr.MASK_THRESHOLD = 0.4
+
+    # The stride-4 feature without an FPN (MODEL.BACKBONE.NAME "build_upsampling_neck_backbone",
+    # whose output "up4" IN_FEATURE and SALIENCY_IN_FEATURE then name): BOTTOM_UP is a registered
+    # bottom-up builder, IN_FEATURES its outputs from stride 4 to the coarsest.
+    neck = cfg.MODEL.UPSAMPLING_NECK = CN()
+    neck.BOTTOM_UP = "build_vovnet_backbone"
+    neck.IN_FEATURES = ["stage2", "stage3", "stage4", "stage5"]
+    neck.OUT_CHANNELS = 64
+    neck.NORM = ""
     return cfg

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from centermask.modeling.centermask_pr.assembly import assemble_masks, inside_box
@@ -67,12 +68,19 @@ def test_peaks_are_3x3_local_maxima_per_class_best_first():
     heat[0, 0, 1, 2] = 0.8  # beside a higher value of its class: not a peak
     heat[0, 0, 3, 3] = 0.7
     heat[0, 1, 1, 2] = 0.85  # same cell, other class: a peak
-    scores, classes, ys, xs = extract_peaks(heat, 3)
-    assert torch.allclose(scores, torch.tensor([[0.9, 0.85, 0.7]]))
-    assert classes.tolist() == [[0, 1, 0]]
-    assert ys.tolist() == [[1, 1, 3]] and xs.tolist() == [[1, 2, 3]]
-    # k larger than the map: every cell once.
-    assert extract_peaks(heat, 100)[0].shape == (1, 32)
+    image_index, scores, classes, ys, xs = extract_peaks(heat, 3)
+    assert torch.allclose(scores, torch.tensor([0.9, 0.85, 0.7]))
+    assert image_index.tolist() == [0, 0, 0] and classes.tolist() == [0, 1, 0]
+    assert ys.tolist() == [1, 1, 3] and xs.tolist() == [1, 2, 3]
+    # k larger than the peak count: every peak once; cells at 0 (and non-peaks) never.
+    assert extract_peaks(heat, 100)[1].tolist() == pytest.approx([0.9, 0.85, 0.7])
+    # min_score: only peaks above it, per image of a batch, image by image.
+    other = torch.zeros(1, 2, 4, 4)
+    other[0, 1, 2, 0] = 0.95
+    image_index, scores, classes, ys, xs = extract_peaks(torch.cat([heat, other]), 2, 0.8)
+    assert image_index.tolist() == [0, 0, 1] and classes.tolist() == [0, 1, 1]
+    assert scores.tolist() == pytest.approx([0.9, 0.85, 0.95])
+    assert ys.tolist() == [1, 1, 2] and xs.tolist() == [1, 2, 0]
 
 
 def test_boxes_decode_from_cell_offset_and_size():
@@ -114,6 +122,18 @@ def test_masks_map_back_to_the_original_image_through_the_padding():
     assert masks[0, :, 0].tolist() == [True, True, True, False]
     # Upscaled 2x into a 16 x 16 original from a full 8 x 8 input: F.interpolate's result.
     probs = torch.rand(3, 2, 2)
-    masks = masks_to_image(probs, 4, (8, 8), (16, 16), threshold=0.4, chunk=2)
+    masks = masks_to_image(probs, 4, (8, 8), (16, 16), threshold=0.4)
     resized = torch.nn.functional.interpolate(probs[:, None], size=(16, 16), mode="bilinear")
     assert torch.equal(masks, resized[:, 0] > 0.4)
+
+
+def test_masks_resampled_near_their_box_equal_a_full_image_resampling():
+    # Three masks on a 10 x 12 grid: nonzero in a box, at the border, and nowhere.
+    probs = torch.zeros(3, 10, 12)
+    probs[0, 3:6, 4:9] = torch.rand(3, 5) * 0.5 + 0.45
+    probs[1, 8:, :2] = 0.9
+    masks = masks_to_image(probs, 4, (37, 45), (50, 61), threshold=0.4)
+    rows = interpolation_matrix(50, 10, 37 / (50 * 4))
+    cols = interpolation_matrix(61, 12, 45 / (61 * 4))
+    assert torch.equal(masks, (rows @ probs @ cols.T) > 0.4)
+    assert masks[0].any() and masks[1].any() and not masks[2].any()

@@ -242,3 +242,29 @@ def test_mobilenetv2_fpn_p2_feeds_the_heatmap_detector():
     assert model.detector.stride == 4
     losses = _train(model, _fixed_batch(), 1)[0]
     assert all(v == v for v in losses.values())
+
+
+def test_heads_at_cells_equal_the_dense_heads_read_there():
+    """The offset / size / shape heads evaluated on 3x3 neighbourhoods give what the convs run
+    over the whole map give at those cells, borders (zero padding) included."""
+    from centermask.modeling.centermask_pr import CenterHeatmapDetector
+
+    torch.manual_seed(0)
+    detector = CenterHeatmapDetector(
+        in_feature="p2", in_channels=6, stride=4, num_classes=3, head_channels=5
+    )
+    for parameter in detector.parameters():
+        torch.nn.init.normal_(parameter)
+    feature = torch.randn(2, 6, 5, 7)
+    image_index = torch.tensor([0, 1, 1, 0, 1])
+    ys = torch.tensor([0, 4, 2, 4, 0])
+    xs = torch.tensor([0, 6, 3, 0, 6])
+    offsets, sizes, shape = detector.heads_at(feature, image_index, ys, xs)
+    dense = {
+        "offsets": detector.offset_head(feature),
+        "sizes": detector.size_head(feature),
+        "shape": detector.shape_tower(feature),
+    }
+    for name, got in (("offsets", offsets), ("sizes", sizes), ("shape", shape)):
+        expected = dense[name][image_index, :, ys, xs]
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5, msg=name)

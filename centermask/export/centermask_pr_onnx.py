@@ -2,12 +2,12 @@
 
 Split::
 
-    inputs --preprocess (torch)--> images --centermask_pr_dense.onnx--> heatmap, offsets, sizes,
-      shape features, saliency --peaks, boxes, mask assembly, pasting (torch, the model's own
-      functions)--> [{"instances": Instances}]
+    inputs --preprocess (torch)--> images --centermask_pr_dense.onnx--> heatmap, head input,
+      saliency --peaks, offset / size / shape heads at the peaks, boxes, mask assembly, pasting
+      (torch, the model's own functions)--> [{"instances": Instances}]
 
-The network is one graph (no RoI stage, no NMS); what stays in PyTorch is a top-k, a gather and
-the per-instance mask assembly. The FCOS detector variant is not exported.
+The network is one graph (no RoI stage, no NMS); what stays in PyTorch is a top-k, the heads
+evaluated at the k peaks only (a few small matrix products) and the per-instance mask assembly. The FCOS detector variant is not exported.
 
 Usage::
 
@@ -51,9 +51,9 @@ def _check_heatmap_model(model: nn.Module) -> None:
 
 
 class DenseCenterMaskPR(nn.Module):
-    """Backbone + heads with tensor outputs: (N, 3, H, W) normalised padded images -> heatmap
-    logits, offsets, sizes, then the shape features (without the global-only model) and the
-    saliency logits (without the local-only model), all at the heads' stride."""
+    """Backbone + dense heads with tensor outputs: (N, 3, H, W) normalised padded images ->
+    heatmap logits, the detector's input feature (its other heads run at the peaks only) and
+    the saliency logits (without the local-only model), all at the heads' stride."""
 
     def __init__(self, model: CenterMaskPR):
         super().__init__()
@@ -63,18 +63,17 @@ class DenseCenterMaskPR(nn.Module):
         self.mask_head = model.mask_head
 
     def output_names(self) -> List[str]:
-        names = ["heatmap", "offsets", "sizes"]
-        if self.detector.shape_tower is not None:
-            names.append("shape_features")
+        names = ["heatmap", "head_input"]
         if self.mask_head.saliency_head is not None:
             names.append("saliency")
         return names
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         features = self.backbone(images)
-        outputs = self.detector.head_outputs(features[self.detector.in_feature])
+        head_input = features[self.detector.in_feature]
         saliency = self.mask_head.saliency_map(features)
-        return tuple(x for x in (*outputs, saliency) if x is not None)
+        outputs = (self.detector.heatmap_head(head_input), head_input, saliency)
+        return tuple(x for x in outputs if x is not None)
 
 
 def export_centermask_pr_onnx(
@@ -118,7 +117,8 @@ class OnnxCenterMaskPRPredictor(nn.Module):
         if self.dense.output_names != self.output_names:
             raise ValueError(
                 f"{path} has outputs {self.dense.output_names}, but this model needs "
-                f"{self.output_names} (exported from a different MASK_MODE?)"
+                f"{self.output_names} (exported from a different MASK_MODE, or by an older "
+                "version of centermask? Export it again)"
             )
 
     @property
@@ -131,11 +131,7 @@ class OnnxCenterMaskPRPredictor(nn.Module):
             images = model.preprocess_image(batched_inputs)
             outputs = dict(zip(self.output_names, self.dense(images.tensor)))
             detections = model.detector.detect(
-                outputs["heatmap"],
-                outputs["offsets"],
-                outputs["sizes"],
-                outputs.get("shape_features"),
-                images.image_sizes,
+                outputs["heatmap"], outputs["head_input"], images.image_sizes
             )
             stride = model.mask_head.saliency_stride
             map_size = (images.tensor.shape[-2] // stride, images.tensor.shape[-1] // stride)
