@@ -62,3 +62,15 @@ def test_the_fcos_variant_is_refused_by_name(tmp_path):
 
     with pytest.raises(TypeError, match="MODEL.CENTERMASK_PR.DETECTOR 'heatmap'"):
         export_centermask_pr_onnx(_model(*FCOS), tmp_path)
+
+
+def test_export_model_tool_writes_and_checks_the_centermask_pr_graph(tmp_path, capsys):
+    from helpers import load_tool
+    from test_centermask_pr_model import SYNTHETIC, TINY
+
+    load_tool("export_model").main(
+        ["--config-file", str(SYNTHETIC), "--synthetic-weights", "--output", str(tmp_path)]
+        + ["--height", "64", "--width", "64", "--check", *TINY]
+    )
+    assert (tmp_path / "centermask_pr_dense.onnx").is_file()
+    assert "check passed" in capsys.readouterr().out

@@ -19,6 +19,18 @@ from torch.nn import functional as F
 __all__ = ["UpsamplingNeck", "build_upsampling_neck_backbone"]
 
 
+def _conv_norm(in_channels: int, out_channels: int, kernel_size: int, norm: str) -> Conv2d:
+    """A conv keeping the spatial size, with ``norm`` ("": none, and a bias instead)."""
+    return Conv2d(
+        in_channels,
+        out_channels,
+        kernel_size,
+        padding=kernel_size // 2,
+        bias=not norm,
+        norm=get_norm(norm, out_channels),
+    )
+
+
 class UpsamplingNeck(Backbone):
     """bottom-up features ``in_features`` -> {"up<stride>": (N, out_channels, H/s, W/s)}, s being
     the stride of the finest in-feature."""
@@ -49,23 +61,9 @@ class UpsamplingNeck(Backbone):
         self.bottom_up = bottom_up
         self.in_features = list(in_features)
         self.laterals = nn.ModuleList(
-            Conv2d(
-                shapes[name].channels,
-                out_channels,
-                kernel_size=1,
-                bias=not norm,
-                norm=get_norm(norm, out_channels),
-            )
-            for name in in_features
+            _conv_norm(shapes[name].channels, out_channels, 1, norm) for name in in_features
         )
-        self.output_conv = Conv2d(
-            out_channels,
-            out_channels,
-            kernel_size=3,
-            padding=1,
-            bias=not norm,
-            norm=get_norm(norm, out_channels),
-        )
+        self.output_conv = _conv_norm(out_channels, out_channels, 3, norm)
         for conv in (*self.laterals, self.output_conv):
             weight_init.c2_xavier_fill(conv)
         self.out_feature = f"up{strides[0]}"
