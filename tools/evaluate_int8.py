@@ -2,7 +2,7 @@
 """COCO box and mask AP of a model in float32 and of its int8 ONNX export, on the same data set.
 
     python tools/evaluate_int8.py --config-file configs/quickstart/centermask_lite_V_19_slim_dw_eSE_synthetic.yaml \\
-        --weights output/quickstart/model_final.pth --eval-dataset synthetic_val \\
+        --weights output/quickstart_centermask/model_final.pth --eval-dataset synthetic_val \\
         --calib-dataset synthetic_train --calib-images 64 --output-dir output/int8_eval
 
 Exports the float32 ONNX graphs (``<output-dir>/float32``), quantizes them to int8 calibrated on
