@@ -94,3 +94,11 @@ def test_training_benchmark_splits_iterations_and_checks_loss_agreement(tmp_path
         assert parts["total"] >= parts["forward"] > 0
     # the straightforward and channels-last losses are the same losses
     assert training["first_batch_max_rel_loss_diff"] < 1e-4
+
+
+def test_training_benchmark_records_use_the_configs_classes():
+    from centermask.benchmark.training import synthetic_training_record
+
+    record = synthetic_training_record(0, 64, 96, num_objects=20, num_classes=3)
+    classes = {a["category_id"] for a in record["annotations"]}
+    assert len(record["annotations"]) == 20 and classes <= {0, 1, 2} and len(classes) > 1

@@ -116,8 +116,11 @@ class StraightforwardLossFCOS(FCOS):
         }
 
 
-def synthetic_training_record(seed: int, height: int = 480, width: int = 640, num_objects=8):
-    """A dataset record with an in-memory ``image`` and polygon annotations of drawn shapes."""
+def synthetic_training_record(
+    seed: int, height: int = 480, width: int = 640, num_objects: int = 8, num_classes: int = 80
+):
+    """A dataset record with an in-memory ``image`` and polygon annotations of drawn shapes of
+    random classes in ``[0, num_classes)``."""
     rng = np.random.default_rng(seed + 1000)
     image = synthetic_image(height, width, seed)
     annotations = []
@@ -136,7 +139,7 @@ def synthetic_training_record(seed: int, height: int = 480, width: int = 640, nu
             {
                 "bbox": [float(x0), float(y0), float(x1), float(y1)],
                 "bbox_mode": BoxMode.XYXY_ABS,
-                "category_id": int(rng.integers(0, 80)),
+                "category_id": int(rng.integers(0, num_classes)),
                 "segmentation": [polygon.reshape(-1).tolist()],
                 "iscrowd": 0,
             }
@@ -194,7 +197,11 @@ def benchmark_training(
     }
     optimizers = {name: build_optimizer(cfg, m) for name, m in models.items()}
     mapper = _mapper(cfg)
-    records = [synthetic_training_record(i, num_objects=num_objects) for i in range(2 * batch_size)]
+    classes = cfg.MODEL.FCOS.NUM_CLASSES
+    records = [
+        synthetic_training_record(i, num_objects=num_objects, num_classes=classes)
+        for i in range(2 * batch_size)
+    ]
     times: Dict[str, List[Dict[str, float]]] = {name: [] for name in models}
     first_losses: Dict[str, Dict[str, float]] = {}
     with EventStorage(0):
