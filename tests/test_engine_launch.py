@@ -60,3 +60,57 @@ def test_leaving_drops_the_local_group_so_no_gloo_context_outlives_the_worker(tm
     _leave_process_group()
     assert not dist.is_initialized()
     assert comm._LOCAL_PROCESS_GROUP is None
+
+
+_LAUNCHER = """
+import os, sys, time
+from pathlib import Path
+from centermask.engine import launch
+
+def record_pid_and_wait(folder):
+    Path(folder, str(os.getpid())).touch()
+    time.sleep(120)
+
+if __name__ == "__main__":
+    launch(record_pid_and_wait, 2, dist_url="auto", args=(sys.argv[1],))
+"""
+
+
+def test_workers_exit_when_their_launcher_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "launcher.py"
+    script.write_text(_LAUNCHER)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    launcher = subprocess.Popen([sys.executable, str(script), str(pids)])
+    try:
+        deadline = time.time() + 120
+        while len(list(pids.iterdir())) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        workers = [int(p.name) for p in pids.iterdir()]
+        assert len(workers) == 2, "the workers did not start"
+    finally:
+        launcher.kill()
+        launcher.wait()
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        # A zombie (exited, not yet reaped by init) counts as gone.
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+
+    deadline = time.time() + 30
+    while any(alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    survivors = [pid for pid in workers if alive(pid)]
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, f"workers {survivors} outlived their launcher"

@@ -1,11 +1,14 @@
 """tools/quickstart.py end to end, shortened: data, training, COCO AP, pictures, summary."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from helpers import load_tool
+from helpers import ROOT, load_tool
 
 
 @pytest.mark.slow
@@ -45,3 +48,22 @@ def test_no_time_budget_when_disabled_or_iterations_are_fixed():
     assert quickstart.time_budget_opts(15, 5.0, ["SOLVER.MAX_ITER", "3"]) == []
     with pytest.raises(ValueError, match="--budget-minutes 0.1 leaves no time"):
         quickstart.time_budget_opts(0.1, 5.0, [])
+
+
+@pytest.mark.slow
+def test_two_training_processes_share_one_time_budget_and_summarise(tmp_path):
+    """Data parallel across two gloo processes under a wall-clock budget: both train, the first
+    reports, the summary holds the AP of the trained model."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "tools" / "quickstart.py"), "--processes", "2",
+           "--data-dir", str(tmp_path / "synthetic"), "--output-dir", str(out),
+           "--num-train", "6", "--num-val", "3", "--num-vis", "1", "--budget-minutes", "0.75",
+           "SOLVER.IMS_PER_BATCH", "2", "MODEL.FCOS.INFERENCE_TH_TEST", "0.0"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["iterations"] >= 1
+    assert 0 <= summary["mask_AP"] <= 100 and summary["training_seconds"] > 0
+    assert (out / "log.txt.rank1").is_file() and (out / "model_final.pth").is_file()
+    assert "2 process(es) x 1" in proc.stdout

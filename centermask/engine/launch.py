@@ -7,10 +7,13 @@ of the CPU threads). Either way detectron2's ``comm`` helpers (world size, ranks
 group, gather) work inside the workers, on detectron2 v0.6 and on upstream main.
 """
 
+import ctypes
 import gc
 import logging
 import os
+import signal
 import socket
+import sys
 from datetime import timedelta
 from typing import Callable, Optional, Sequence
 
@@ -79,6 +82,25 @@ def _leave_process_group() -> None:
     gc.collect()
 
 
+def _exit_with_parent() -> None:
+    """Have the kernel send this process SIGTERM when the process that spawned it dies (Linux).
+
+    Without it, killing a launcher (Ctrl-C on its terminal's process only, a job timeout) left its
+    training workers running on their own: they went on training and writing checkpoints into
+    the output folder of a run that no longer existed, competing for the CPU with the next one.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):  # no prctl: keep the default behaviour
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _gloo_worker(
     local_rank: int,
     main_func: Callable,
@@ -90,6 +112,7 @@ def _gloo_worker(
     timeout: timedelta,
     threads_per_worker: int,
 ) -> None:
+    _exit_with_parent()
     torch.set_num_threads(threads_per_worker)
     global_rank = machine_rank * num_workers_per_machine + local_rank
     try:
