@@ -17,9 +17,10 @@ box score, mask AP on mask_scores), (4) write prediction images (ground truth | 
 (also saved as <output>/summary.json).
 
 Processes and threads: ``--processes 2`` trains in two processes (gloo data parallelism, half
-the batch and one thread each; on the idle 2-core machines this is sized for, as fast as one
-2-thread process: 0.55 against 0.57 s per iteration). With one process (the default), unless
-``--threads`` fixes it, training times its iterations with one intra-op thread per core and with
+the batch and one thread each; on an idle 2-core machine of the kind this is sized for, 1.13x
+the iterations of one 2-thread process in a whole run, 0.50 against 0.57 s per iteration at the
+end, with AP within run-to-run noise). With one process (the default), unless ``--threads``
+fixes it, training times its iterations with one intra-op thread per core and with
 half as many, interleaved, keeps the faster, and times them again whenever the speed drifts
 (centermask.engine.threads.ThreadChoice): on a 2-core machine shared with another busy process
 one thread can be faster, on an idle one two are. OpenMP threads sleep instead of spinning when
@@ -107,7 +108,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         default=1,
         help="training processes (gloo data parallel, one thread each, the batch split between "
-        "them); on the 2-core machines this is sized for, 2 train as fast as 1 with 2 threads",
+        "them); on an idle 2-core machine 2 train 1.13x the iterations of 1 with 2 threads",
     )
     parser.add_argument("--num-vis", type=int, default=6, help="prediction images to write")
     parser.add_argument("--vis-threshold", type=float, default=0.4, help="on the box score")
