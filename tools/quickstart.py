@@ -59,6 +59,7 @@ from centermask.data.synthetic_scene import SceneConfig  # noqa: E402
 from centermask.engine import (  # noqa: E402
     AtomicCheckpointer,
     Trainer,
+    choose_backend,
     draw_predictions,
     filter_by_score,
     launch,
@@ -272,6 +273,7 @@ def main(argv=None, started: Optional[float] = None) -> dict:
             train_and_evaluate,
             processes,
             dist_url="auto",
+            backend=choose_backend(cfg.MODEL.DEVICE),
             args=(
                 args.config_file,
                 opts,
