@@ -1,6 +1,11 @@
 """CPU launch with gloo: ranks, the local process group and gathers work as in NCCL runs."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -77,12 +82,6 @@ if __name__ == "__main__":
 
 
 def test_workers_exit_when_their_launcher_is_killed(tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     script = tmp_path / "launcher.py"
     script.write_text(_LAUNCHER)
     pids = tmp_path / "pids"

@@ -183,18 +183,18 @@ def train_and_evaluate(
     first one's (the time since the launch, spent spawning, is no longer there to train in).
     """
     register_synthetic(data_dir)  # again in a spawned process
-    out = Path(build_config(argparse.Namespace(config_file=config_file, opts=opts)).OUTPUT_DIR)
-    if comm.get_world_size() > 1:
-        setup_logger(str(out), distributed_rank=comm.get_rank(), name="detectron2")
-        setup_logger(str(out), distributed_rank=comm.get_rank(), name="centermask")
     budget = []
     if deadline is not None:
         minutes = comm.all_gather((deadline - time.time()) / 60.0)[0]
         if minutes <= 0:
             raise ValueError("no time is left for training: raise --budget-minutes")
         budget = ["SOLVER.TIME_BUDGET_MINUTES", str(minutes)]
-        logging.getLogger("detectron2").info(f"{minutes:.2f} minutes for training and evaluation")
     cfg = build_config(argparse.Namespace(config_file=config_file, opts=opts + budget))
+    if comm.get_world_size() > 1:
+        for name in ("detectron2", "centermask"):
+            setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name=name)
+    if budget:
+        logging.getLogger("detectron2").info(f"{minutes:.2f} minutes for training and evaluation")
     trainer = Trainer(cfg)
     threads = ThreadChoice() if choose_threads else None
     if threads:

@@ -7,7 +7,8 @@ Split::
       (torch, the model's own functions)--> [{"instances": Instances}]
 
 The network is one graph (no RoI stage, no NMS); what stays in PyTorch is a top-k, the heads
-evaluated at the k peaks only (a few small matrix products) and the per-instance mask assembly. The FCOS detector variant is not exported.
+evaluated at the k peaks only (a few small matrix products) and the per-instance mask assembly.
+The FCOS detector variant is not exported.
 
 Usage::
 

@@ -40,9 +40,9 @@ class CenterHeatmapDetector(nn.Module):
 
     Only the heatmap head runs on the whole map; the others are evaluated at the cells they are
     read at (:meth:`heads_at`). Training returns the centre losses and the GT instances as
-    :class:`MaskQueries` (each with the shape feature at its GT centre cell); inference returns per image the top-k peaks as
-    ``Instances`` with ``pred_boxes`` (input pixels), ``scores``, ``pred_classes`` and
-    ``shape_features``.
+    :class:`MaskQueries` (each with the shape feature at its GT centre cell); inference returns
+    per image the top-k peaks as ``Instances`` with ``pred_boxes`` (input pixels), ``scores``,
+    ``pred_classes`` and ``shape_features``.
     """
 
     @configurable
@@ -188,7 +188,7 @@ class CenterHeatmapDetector(nn.Module):
             image_index.append(torch.full((len(inst),), index, device=boxes.device))
         cells = torch.cat(cells)
         image_index = torch.cat(image_index).long()
-        xs, ys = cells[:, 0].long(), cells[:, 1].long()
+        xs, ys = cells[:, 0], cells[:, 1]
         losses = {
             "loss_heatmap": center_focal_loss(
                 heatmap, torch.stack(heat_targets), self.focal_alpha, self.focal_beta
@@ -221,10 +221,10 @@ class CenterHeatmapDetector(nn.Module):
         offsets, sizes, shape = self.heads_at(feature, image_index, y, x)
         boxes = decode_boxes(x, y, offsets.float(), sizes.float(), self.stride)
         counts = torch.bincount(image_index, minlength=len(image_sizes)).tolist()
-        results = []
-        for index, image_size in enumerate(image_sizes):
-            first = sum(counts[:index])
-            part = slice(first, first + counts[index])
+        results, first = [], 0
+        for image_size, count in zip(image_sizes, counts):
+            part = slice(first, first + count)
+            first += count
             instances = Instances(image_size)
             instances.pred_boxes = Boxes(boxes[part])
             instances.scores = scores[part]

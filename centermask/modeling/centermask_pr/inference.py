@@ -77,10 +77,10 @@ def interpolation_matrix(out_size: int, in_size: int, scale: float, device=None)
     return weights
 
 
-def _nonzero_span(weights: torch.Tensor) -> Tuple[int, int]:
-    """First and one-past-last index of the rows of (R, S) ``weights`` with a nonzero entry."""
-    rows = (weights != 0).any(dim=1).nonzero()
-    return int(rows[0]), int(rows[-1]) + 1
+def _span(flags: torch.Tensor) -> Tuple[int, int]:
+    """First and one-past-last index of the True entries of a 1-D bool tensor (one at least)."""
+    where = flags.nonzero()
+    return int(where[0]), int(where[-1]) + 1
 
 
 def masks_to_image(
@@ -108,10 +108,11 @@ def masks_to_image(
     row_support = nonzero.any(dim=2)
     col_support = nonzero.any(dim=1)
     for index in row_support.any(dim=1).nonzero().squeeze(1).tolist():
-        r0, r1 = _nonzero_span(row_support[index, :, None])
-        c0, c1 = _nonzero_span(col_support[index, :, None])
-        o0, o1 = _nonzero_span(rows[:, r0:r1])
-        p0, p1 = _nonzero_span(cols[:, c0:c1])
+        r0, r1 = _span(row_support[index])
+        c0, c1 = _span(col_support[index])
+        # The output rows / columns with a nonzero weight on those cells.
+        o0, o1 = _span((rows[:, r0:r1] != 0).any(dim=1))
+        p0, p1 = _span((cols[:, c0:c1] != 0).any(dim=1))
         part = mask_probs[index, r0:r1, c0:c1].float()
         resampled = rows[o0:o1, r0:r1] @ part @ cols[p0:p1, c0:c1].T
         out[index, o0:o1, p0:p1] = resampled > threshold
