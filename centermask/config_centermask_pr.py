@@ -24,6 +24,10 @@ def add_centermask_pr_config(cfg: CN) -> CN:
     pr.IN_FEATURE = "p2"
     # Feature the saliency map is predicted on; masks are assembled at its resolution.
     pr.SALIENCY_IN_FEATURE = "p2"
+    # Stride of the grid the masks are assembled and trained on: 0 for the saliency feature's
+    # (the paper), or a divisor of it, the saliency logits then upsampled bilinearly. Finer grids
+    # resolve small objects that cover a few saliency cells.
+    pr.MASK_STRIDE = 0
     pr.HEAD_CHANNELS = 64
     # S: the local shape is an S x S map (S^2 channels per location).
     pr.SHAPE_SIZE = 32
@@ -49,6 +53,9 @@ def add_centermask_pr_config(cfg: CN) -> CN:
     pr.TOPK_TEST = 100
     pr.SCORE_THRESH_TEST = 0.05
     pr.MASK_THRESHOLD = 0.4
+    # Not in the paper: also output ``mask_scores`` = score x the mean probability of the mask's
+    # pixels above MASK_THRESHOLD (SOLOv2's "maskness"), which the COCO mask evaluation ranks by.
+    pr.MASKNESS_SCORES = False
 
     # The stride-4 feature without an FPN (MODEL.BACKBONE.NAME "build_upsampling_neck_backbone",
     # whose output "up4" IN_FEATURE and SALIENCY_IN_FEATURE then name): BOTTOM_UP is a registered

@@ -4,14 +4,22 @@ import math
 
 import pytest
 import torch
+from detectron2.structures import Boxes, Instances
 
-from centermask.modeling.centermask_pr.assembly import assemble_masks, inside_box
+from centermask.modeling.centermask_pr.assembly import (
+    assemble_masks,
+    box_windows,
+    full_map,
+    inside_box,
+)
 from centermask.modeling.centermask_pr.inference import (
     decode_boxes,
     extract_peaks,
     interpolation_matrix,
+    maskness,
     masks_to_image,
 )
+from centermask.modeling.centermask_pr.mask_head import ShapeSaliencyMaskHead
 
 
 def _sigmoid(x: float) -> float:
@@ -24,7 +32,7 @@ def test_assembly_multiplies_local_shape_and_saliency_inside_the_box_only():
     shape = torch.tensor([[[1.0, -1.0], [2.0, 0.0]]])
     saliency = torch.arange(16, dtype=torch.float32).view(1, 4, 4) / 8 - 1
     box = torch.tensor([[2.0, 2.0, 6.0, 6.0]])
-    masks = assemble_masks(box, shape, saliency, (4, 4), 2)
+    masks = assemble_masks(box, shape, saliency, *full_map(1, 4, 4), 2)
     expected = torch.zeros(4, 4)
     for i in range(2):
         for j in range(2):
@@ -38,7 +46,7 @@ def test_local_shape_is_resized_bilinearly_to_the_box():
     # x = (o + 0.5) / 2 - 0.5 = -0.25 (clamped to 0), 0.25, 0.75, 1.25 (clamped to 1), i.e.
     # values 0, 1, 3, 4; local-only model, so the mask is sigmoid of that.
     shape = torch.tensor([[[0.0, 4.0], [0.0, 4.0]]])
-    masks = assemble_masks(torch.tensor([[0.0, 2.0, 4.0, 4.0]]), shape, None, (4, 4), 1)
+    masks = assemble_masks(torch.tensor([[0.0, 2.0, 4.0, 4.0]]), shape, None, *full_map(1, 4, 4), 1)
     row = torch.tensor([_sigmoid(v) for v in (0.0, 1.0, 3.0, 4.0)])
     assert torch.allclose(masks[0, 2:4], row.expand(2, 4), atol=1e-6)
     assert masks[0, :2].abs().sum() == 0
@@ -46,18 +54,77 @@ def test_local_shape_is_resized_bilinearly_to_the_box():
 
 def test_global_only_mask_is_the_saliency_cropped_to_the_box():
     saliency = torch.randn(1, 3, 5)
-    masks = assemble_masks(torch.tensor([[1.0, 0.0, 3.0, 2.0]]), None, saliency, (3, 5), 1)
+    box = torch.tensor([[1.0, 0.0, 3.0, 2.0]])
+    masks = assemble_masks(box, None, saliency, *full_map(1, 3, 5), 1)
     expected = torch.zeros(3, 5)
     expected[0:2, 1:3] = saliency[0, 0:2, 1:3].sigmoid()
     assert torch.allclose(masks[0], expected)
 
 
+@pytest.mark.parametrize("stride", [1, 2, 4])
+def test_masks_on_box_windows_equal_the_whole_map_read_there(stride):
+    # Boxes of every size, on cell edges and off them, some past the map's border.
+    generator = torch.Generator().manual_seed(stride)
+    height, width = 10, 13
+    corners = torch.rand(40, 2, 2, generator=generator) * torch.tensor([width, height]) * stride
+    boxes = torch.cat([corners.amin(1), corners.amax(1)], dim=1)
+    boxes[:5] = boxes[:5].round()
+    boxes[5:8] += torch.tensor([-3.0, -3.0, 3.0, 3.0]) * stride
+    shapes = torch.randn(40, 6, 6, generator=generator)
+    saliency = torch.randn(40, height, width, generator=generator)
+    whole = assemble_masks(boxes, shapes, saliency, *full_map(40, height, width), stride)
+    rows, cols = box_windows(boxes, stride, (height, width))
+    index = torch.arange(40)[:, None, None], rows[:, :, None], cols[:, None, :]
+    windowed = assemble_masks(boxes, shapes, saliency[index], rows, cols, stride)
+    assert torch.equal(windowed, whole[index])
+    # Nothing of any mask lies outside its window.
+    assert torch.isclose(windowed.sum((1, 2)), whole.sum((1, 2))).all()
+    assert (whole.flatten(1) > 0).any(1).all()
+
+
+def test_finer_mask_stride_assembles_on_bilinearly_upsampled_saliency():
+    # Saliency 2 x 2 at stride 8 (16 x 16 input), masks at stride 4: the 4 x 4 grid's cell
+    # centres 2, 6, 10, 14 px read source x = -0.25 (clamped to 0), 0.25, 0.75, 1.25 (clamped to
+    # 1), so a row [a, b] becomes [a, 0.75a + 0.25b, 0.25a + 0.75b, b].
+    head = ShapeSaliencyMaskHead(
+        num_classes=1,
+        shape_in_channels=4,
+        saliency_in_feature="p3",
+        saliency_in_channels=4,
+        saliency_stride=8,
+        mask_stride=4,
+        mode="global",
+    )
+    assert head.mask_grid((2, 2)) == (4, 4)
+    saliency = torch.tensor([[[[0.0, 4.0], [-4.0, 8.0]]]])
+    detections = Instances((16, 16), pred_boxes=Boxes(torch.tensor([[0.0, 0.0, 16.0, 16.0]])))
+    detections.pred_classes = torch.tensor([0])
+    probs = head.predict_masks(saliency, (2, 2), [detections])[0].mask_probs
+    weights = torch.tensor([[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]])
+    expected = (weights @ saliency[0, 0] @ weights.T).sigmoid()
+    assert probs.shape == (1, 4, 4)
+    assert torch.allclose(probs[0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("mask_stride", [3, 16, -2])
+def test_mask_stride_must_divide_the_saliency_stride(mask_stride):
+    with pytest.raises(ValueError, match="MASK_STRIDE.*stride 8, got " + str(mask_stride)):
+        ShapeSaliencyMaskHead(
+            num_classes=1,
+            shape_in_channels=4,
+            saliency_in_feature="p3",
+            saliency_in_channels=4,
+            saliency_stride=8,
+            mask_stride=mask_stride,
+        )
+
+
 def test_a_box_smaller_than_a_cell_keeps_one_cell():
     # Centre 4.4 px, widened to [3.4, 5.4): holds the centre (5.0) of cell 2 on a stride-2 map.
-    inside = inside_box(torch.tensor([[3.4, 3.4, 5.4, 5.4]]), 4, 4, 2)
+    inside = inside_box(torch.tensor([[3.4, 3.4, 5.4, 5.4]]), *full_map(1, 4, 4), 2)
     assert inside[0].nonzero().tolist() == [[2, 2]]
     masks = assemble_masks(
-        torch.tensor([[4.2, 4.2, 4.6, 4.6]]), None, torch.zeros(1, 4, 4), (4, 4), 2
+        torch.tensor([[4.2, 4.2, 4.6, 4.6]]), None, torch.zeros(1, 4, 4), *full_map(1, 4, 4), 2
     )
     assert masks[0].nonzero().tolist() == [[2, 2]] and masks[0, 2, 2].item() == 0.5
 
@@ -137,3 +204,14 @@ def test_masks_resampled_near_their_box_equal_a_full_image_resampling():
     cols = interpolation_matrix(61, 12, 45 / (61 * 4))
     assert torch.equal(masks, (rows @ probs @ cols.T) > 0.4)
     assert masks[0].any() and masks[1].any() and not masks[2].any()
+
+
+def test_maskness_is_the_mean_probability_of_the_kept_cells():
+    probs = torch.tensor(
+        [
+            [[0.9, 0.5], [0.2, 0.0]],  # kept above 0.4: 0.9, 0.5 -> 0.7
+            [[0.3, 0.1], [0.0, 0.4]],  # nothing above 0.4 -> 0
+            [[1.0, 1.0], [1.0, 0.6]],  # all four -> 0.9
+        ]
+    )
+    assert torch.allclose(maskness(probs, 0.4), torch.tensor([0.7, 0.0, 0.9]))

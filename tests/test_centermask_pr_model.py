@@ -14,6 +14,8 @@ TINY += ["MODEL.CENTERMASK_PR.SHAPE_SIZE", "8", "MODEL.CHANNELS_LAST", "False"]
 FCOS = ["MODEL.CENTERMASK_PR.DETECTOR", "fcos", "MODEL.CENTERMASK_PR.SALIENCY_IN_FEATURE", "p3"]
 FCOS += ["MODEL.FCOS.TOP_LEVELS", "2", "MODEL.FCOS.NORM", "none", "MODEL.FCOS.NUM_CLS_CONVS", "1"]
 FCOS += ["MODEL.FCOS.NUM_BOX_CONVS", "1"]
+# Saliency on P3 (stride 8), masks on a stride-2 grid.
+FCOS_MASK_STRIDE_2 = FCOS + ["MODEL.CENTERMASK_PR.MASK_STRIDE", "2"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -75,7 +77,11 @@ def _train(model, batch, steps):
     return history
 
 
-@pytest.mark.parametrize("detector", [[], FCOS], ids=["heatmap", "fcos"])
+@pytest.mark.parametrize(
+    "detector",
+    [[], FCOS, FCOS_MASK_STRIDE_2],
+    ids=["heatmap", "fcos", "fcos-mask-stride-2"],
+)
 def test_training_reduces_every_loss_on_a_fixed_batch(detector):
     model = _model(*detector)
     history = _train(model, _fixed_batch(), 12)
@@ -113,14 +119,24 @@ def test_ablation_options_build_the_branches_they_name(
     assert out.pred_masks.shape[1:] == (64, 64)
 
 
-def test_batch_of_images_without_objects_trains():
-    model = _model()
+@pytest.mark.parametrize(
+    "detector", [[], FCOS_MASK_STRIDE_2], ids=["heatmap", "fcos-mask-stride-2"]
+)
+def test_batch_of_images_without_objects_trains(detector):
+    model = _model(*detector)
     losses = _train(model, [_input(64, 64, [], []), _input(32, 64, [], [])], 1)[0]
-    assert losses["loss_offset"] == 0 and losses["loss_mask"] == 0
-    assert losses["loss_heatmap"] > 0
+    assert losses["loss_mask"] == 0 and losses["loss_saliency"] > 0
+    if detector:
+        assert losses["loss_fcos_loc"] == 0 and losses["loss_fcos_cls"] > 0
+    else:
+        assert losses["loss_offset"] == 0 and losses["loss_heatmap"] > 0
 
 
-@pytest.mark.parametrize("detector", [[], FCOS], ids=["heatmap", "fcos"])
+@pytest.mark.parametrize(
+    "detector",
+    [[], FCOS, FCOS_MASK_STRIDE_2],
+    ids=["heatmap", "fcos", "fcos-mask-stride-2"],
+)
 def test_inference_returns_boxes_and_masks_in_the_original_image(detector):
     model = _model(
         "MODEL.CENTERMASK_PR.SCORE_THRESH_TEST",
@@ -147,6 +163,25 @@ def test_inference_returns_boxes_and_masks_in_the_original_image(detector):
         assert (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all()
     if not detector:
         assert len(outputs[0]["instances"]) <= 100  # TOPK_TEST
+
+
+def test_maskness_scores_rank_masks_by_score_times_kept_probability():
+    model = _model(*FCOS, "MODEL.CENTERMASK_PR.MASKNESS_SCORES", "True")
+    # Two detections in a 64 x 96 input, masks on its stride-8 grid (8 x 12 cells).
+    inst = Instances((64, 96), scores=torch.tensor([0.8, 0.5]))
+    inst.pred_boxes = Boxes(torch.tensor([[0.0, 0.0, 32.0, 32.0], [40.0, 8.0, 96.0, 56.0]]))
+    inst.pred_classes = torch.tensor([0, 1])
+    probs = torch.full((2, 8, 12), 0.3)
+    probs[0, :4, :4] = 0.9  # kept above 0.4: all 0.9
+    probs[1, 1:7, 5:9] = 0.5
+    probs[1, 3:5, 6:8] = 0.7  # kept: 20 cells of 0.5, 4 of 0.7 -> mean 0.5333
+    inst.mask_probs = probs
+    out = model.postprocess(inst, 128, 192)
+    assert torch.allclose(out.mask_scores, torch.tensor([0.8 * 0.9, 0.5 * (10 + 2.8) / 24]))
+    assert torch.equal(out.scores, torch.tensor([0.8, 0.5]))
+    model.maskness_scores = False
+    inst.mask_probs = probs
+    assert not model.postprocess(inst, 128, 192).has("mask_scores")
 
 
 def test_heatmap_boxes_are_scaled_to_the_original_image():
@@ -180,6 +215,7 @@ def test_zero_detections_give_an_empty_pred_masks_field():
         ("MODEL.CENTERMASK_PR.MASK_MODE", "half", "MODEL.CENTERMASK_PR.MASK_MODE"),
         ("MODEL.CENTERMASK_PR.IN_FEATURE", "p9", "MODEL.CENTERMASK_PR.IN_FEATURE"),
         ("MODEL.CENTERMASK_PR.SALIENCY_IN_FEATURE", "p9", "SALIENCY_IN_FEATURE"),
+        ("MODEL.CENTERMASK_PR.MASK_STRIDE", "3", "MODEL.CENTERMASK_PR.MASK_STRIDE"),
     ],
 )
 def test_bad_options_name_the_key(key, value, message):

@@ -5,7 +5,13 @@ from typing import Tuple
 import torch
 from torch.nn import functional as F
 
-__all__ = ["extract_peaks", "decode_boxes", "interpolation_matrix", "masks_to_image"]
+__all__ = [
+    "extract_peaks",
+    "decode_boxes",
+    "interpolation_matrix",
+    "masks_to_image",
+    "maskness",
+]
 
 
 def _max3x3(x: torch.Tensor) -> torch.Tensor:
@@ -117,3 +123,11 @@ def masks_to_image(
         resampled = rows[o0:o1, r0:r1] @ part @ cols[p0:p1, c0:c1].T
         out[index, o0:o1, p0:p1] = resampled > threshold
     return out
+
+
+def maskness(mask_probs: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(K,) mean probability of each mask's cells above ``threshold`` (0 for a mask with none),
+    from masks (K, H, W): how sure the model is of the pixels it keeps (SOLOv2's "maskness")."""
+    kept = mask_probs > threshold
+    total = (mask_probs * kept).flatten(1).sum(1)
+    return total / kept.flatten(1).sum(1).clamp(min=1)

@@ -14,8 +14,16 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.structures import Instances
 from torch import nn
+from torch.nn import functional as F
 
-from .assembly import MASK_MODES, assemble_masks, boxes_at_least_one_pixel, inside_box
+from .assembly import (
+    MASK_MODES,
+    assemble_masks,
+    box_windows,
+    boxes_at_least_one_pixel,
+    full_map,
+    inside_box,
+)
 from .losses import assembled_mask_loss, saliency_loss
 from .targets import mask_targets
 
@@ -68,6 +76,7 @@ class ShapeSaliencyMaskHead(nn.Module):
         saliency_in_feature: str,
         saliency_in_channels: int,
         saliency_stride: int,
+        mask_stride: int = 0,
         shape_size: int = 32,
         head_channels: int = 64,
         mode: str = "both",
@@ -80,7 +89,9 @@ class ShapeSaliencyMaskHead(nn.Module):
             num_classes: foreground classes.
             shape_in_channels: channels of the per-instance shape features.
             saliency_in_feature, saliency_in_channels, saliency_stride: the backbone feature the
-                saliency map is predicted on (the masks have its resolution).
+                saliency map is predicted on.
+            mask_stride: stride of the grid the masks are assembled and trained on: 0 for
+                ``saliency_stride``, else a divisor of it (the saliency logits are upsampled).
             shape_size: S, the side of the local shape.
             head_channels: hidden channels of the saliency head.
             mode: "both" (the paper's model), "local" (shape only) or "global" (saliency only).
@@ -93,12 +104,19 @@ class ShapeSaliencyMaskHead(nn.Module):
             raise ValueError(
                 f"MODEL.CENTERMASK_PR.MASK_MODE must be one of {MASK_MODES}, got {mode!r}"
             )
+        mask_stride = mask_stride or saliency_stride
+        if mask_stride <= 0 or saliency_stride % mask_stride:
+            raise ValueError(
+                f"MODEL.CENTERMASK_PR.MASK_STRIDE must be 0 or a divisor of the saliency feature's "
+                f"stride {saliency_stride}, got {mask_stride}"
+            )
         self.num_classes = num_classes
         self.shape_size = shape_size
         self.mode = mode
         self.class_specific_saliency = class_specific_saliency
         self.saliency_in_feature = saliency_in_feature
         self.saliency_stride = saliency_stride
+        self.mask_stride = mask_stride
         self.mask_loss_weight = mask_loss_weight
         self.saliency_loss_weight = saliency_loss_weight
         self.shape_proj: Optional[nn.Linear] = None
@@ -127,6 +145,7 @@ class ShapeSaliencyMaskHead(nn.Module):
             "saliency_in_feature": name,
             "saliency_in_channels": input_shape[name].channels,
             "saliency_stride": input_shape[name].stride,
+            "mask_stride": pr.MASK_STRIDE,
             "shape_size": pr.SHAPE_SIZE,
             "head_channels": pr.HEAD_CHANNELS,
             "mode": pr.MASK_MODE,
@@ -141,26 +160,55 @@ class ShapeSaliencyMaskHead(nn.Module):
             return None
         return self.saliency_head(features[self.saliency_in_feature])
 
+    def mask_grid(self, saliency_size: Tuple[int, int]) -> Tuple[int, int]:
+        """(H, W) of the mask grid (stride ``mask_stride``) for a saliency grid of that size."""
+        factor = self.saliency_stride // self.mask_stride
+        return saliency_size[0] * factor, saliency_size[1] * factor
+
+    @staticmethod
+    def _on_mask_grid(saliency: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
+        """Saliency logits (N, C, H, W) bilinearly resampled to the mask grid (N, C, *grid);
+        unchanged when already there."""
+        if tuple(saliency.shape[-2:]) == grid:
+            return saliency
+        return F.interpolate(saliency, size=grid, mode="bilinear", align_corners=False)
+
     def _assemble(
         self,
         saliency: Optional[torch.Tensor],
-        map_size: Tuple[int, int],
+        saliency_size: Tuple[int, int],
         image_index: torch.Tensor,
         boxes: torch.Tensor,
         classes: torch.Tensor,
         shape_features: Optional[torch.Tensor],
-    ) -> torch.Tensor:
+        windows: bool,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Masks on the mask grid (:meth:`mask_grid`): on the whole grid, or with ``windows`` on
+        a window around each box (:func:`box_windows`).
+
+        Returns:
+            probs (K, h, w), the boxes widened to a cell (K, 4), and the rows (K, h) and columns
+            (K, w) of the grid the masks are on.
+        """
+        grid = self.mask_grid(saliency_size)
+        boxes = boxes_at_least_one_pixel(boxes.float(), self.mask_stride)
+        if windows:
+            rows, cols = box_windows(boxes, self.mask_stride, grid)
+        else:
+            rows, cols = full_map(len(boxes), grid[0], grid[1], boxes.device)
         shape_logits = None
         if self.shape_proj is not None:
             size = self.shape_size
             shape_logits = self.shape_proj(shape_features).view(-1, size, size)
         instance_saliency = None
         if saliency is not None:
+            saliency = self._on_mask_grid(saliency, grid)
             channel = classes if self.class_specific_saliency else torch.zeros_like(classes)
-            instance_saliency = saliency[image_index, channel]
-        return assemble_masks(
-            boxes, shape_logits, instance_saliency, map_size, self.saliency_stride
-        )
+            instance_saliency = saliency[
+                image_index[:, None, None], channel[:, None, None], rows[:, :, None], cols[:, None]
+            ]
+        probs = assemble_masks(boxes, shape_logits, instance_saliency, rows, cols, self.mask_stride)
+        return probs, boxes, rows, cols
 
     def losses(
         self,
@@ -170,27 +218,33 @@ class ShapeSaliencyMaskHead(nn.Module):
     ) -> Dict[str, torch.Tensor]:
         """``loss_mask`` (and ``loss_saliency`` with class-specific saliency) of a batch."""
         feature = features[self.saliency_in_feature]
-        map_size = tuple(feature.shape[-2:])
-        padded = (map_size[0] * self.saliency_stride, map_size[1] * self.saliency_stride)
+        saliency_size = tuple(feature.shape[-2:])
+        padded = (saliency_size[0] * self.saliency_stride, saliency_size[1] * self.saliency_stride)
         saliency = self.saliency_map(features)
-        targets = mask_targets(gt_instances, padded, self.saliency_stride)
-        probs = self._assemble(
+        targets = mask_targets(gt_instances, padded, self.mask_stride)
+        # Windows around the boxes: outside its box a mask is 0 and has no loss, and a finer mask
+        # grid (MASK_STRIDE) costs no more than the boxes' extent.
+        probs, boxes, rows, cols = self._assemble(
             saliency,
-            map_size,
+            saliency_size,
             queries.image_index,
             queries.boxes,
             queries.classes,
             queries.shape_features,
+            windows=True,
         )
-        inside = inside_box(
-            boxes_at_least_one_pixel(queries.boxes.float(), self.saliency_stride),
-            map_size[0],
-            map_size[1],
-            self.saliency_stride,
+        inside = inside_box(boxes, rows, cols, self.mask_stride)
+        gt_index = queries.gt_index[:, None, None]
+        loss = assembled_mask_loss(
+            probs, targets[gt_index, rows[:, :, None], cols[:, None]], inside
         )
-        loss = assembled_mask_loss(probs, targets[queries.gt_index], inside)
         losses = {"loss_mask": self.mask_loss_weight * loss}
         if self.class_specific_saliency and saliency is not None:
+            factor = self.saliency_stride // self.mask_stride
+            if factor > 1:
+                # The direct saliency loss stays on the saliency map's own grid; averaging the
+                # cell fractions over factor x factor blocks gives that grid's fractions.
+                targets = F.avg_pool2d(targets[:, None], factor)[:, 0]
             union = self._class_union(targets, gt_instances, saliency.shape)
             losses["loss_saliency"] = self.saliency_loss_weight * saliency_loss(saliency, union)
         return losses
@@ -216,10 +270,13 @@ class ShapeSaliencyMaskHead(nn.Module):
         map_size: Tuple[int, int],
         detections: List[Instances],
     ) -> List[Instances]:
-        """Adds ``mask_probs`` (K, H, W), the assembled masks on the saliency grid (H, W) =
-        ``map_size`` of the padded input, to each image's detections (``pred_boxes`` in input
-        pixels, ``pred_classes`` and ``shape_features``), given the saliency logits
-        (:meth:`saliency_map`)."""
+        """Adds ``mask_probs`` (K, H_m, W_m), the assembled masks on the mask grid of the padded
+        input (:meth:`mask_grid` of the saliency grid ``map_size``), to each image's detections
+        (``pred_boxes`` in input pixels, ``pred_classes`` and ``shape_features``), given the
+        saliency logits (:meth:`saliency_map`)."""
+        if saliency is not None:
+            # The whole batch's map at once, not each image's or instance's.
+            saliency = self._on_mask_grid(saliency, self.mask_grid(map_size))
         for index, instances in enumerate(detections):
             classes = instances.pred_classes
             instances.mask_probs = self._assemble(
@@ -229,5 +286,6 @@ class ShapeSaliencyMaskHead(nn.Module):
                 instances.pred_boxes.tensor,
                 classes,
                 instances.shape_features if instances.has("shape_features") else None,
-            )
+                windows=False,
+            )[0]
         return detections

@@ -14,7 +14,7 @@ from centermask.modeling.preprocessing import normalize_and_pad
 
 from .center_detector import CenterHeatmapDetector
 from .fcos_detector import FCOSPointDetector
-from .inference import masks_to_image
+from .inference import maskness, masks_to_image
 from .mask_head import ShapeSaliencyMaskHead
 
 __all__ = ["CenterMaskPR", "DETECTORS"]
@@ -42,6 +42,7 @@ class CenterMaskPR(nn.Module):
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
         mask_threshold: float = 0.4,
+        maskness_scores: bool = False,
     ):
         """
         Args:
@@ -50,12 +51,15 @@ class CenterMaskPR(nn.Module):
             mask_head: the shape / saliency / assembly head.
             pixel_mean, pixel_std: input normalisation.
             mask_threshold: probability above which a mask pixel is on (paper: 0.4).
+            maskness_scores: also output ``mask_scores``, the score times the mean probability
+                of the mask's pixels above ``mask_threshold`` (mask AP ranks by them).
         """
         super().__init__()
         self.backbone = backbone
         self.detector = detector
         self.mask_head = mask_head
         self.mask_threshold = mask_threshold
+        self.maskness_scores = maskness_scores
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -77,6 +81,7 @@ class CenterMaskPR(nn.Module):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "mask_threshold": cfg.MODEL.CENTERMASK_PR.MASK_THRESHOLD,
+            "maskness_scores": cfg.MODEL.CENTERMASK_PR.MASKNESS_SCORES,
         }
 
     @property
@@ -110,7 +115,7 @@ class CenterMaskPR(nn.Module):
 
     def inference(self, batched_inputs: List[Dict], do_postprocess: bool = True):
         """Detections with masks; in the original image size unless ``do_postprocess`` is False
-        (then boxes stay in input pixels and masks are ``mask_probs`` on the saliency grid)."""
+        (then boxes stay in input pixels and masks are ``mask_probs`` on the mask grid)."""
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
         detections = self.detector(images, features)
@@ -140,16 +145,19 @@ class CenterMaskPR(nn.Module):
 
     def postprocess(self, instances: Instances, height: int, width: int) -> Instances:
         """Boxes scaled and clipped to (height, width) (detectron2's ``detector_postprocess``,
-        which also drops empty boxes), masks resampled there and binarised."""
+        which also drops empty boxes), masks resampled there and binarised; ``mask_scores`` with
+        ``maskness_scores``."""
         input_size = instances.image_size
         result = detector_postprocess(instances, height, width)
         result.pred_masks = masks_to_image(
             result.mask_probs,
-            self.mask_head.saliency_stride,
+            self.mask_head.mask_stride,
             input_size,
             (height, width),
             self.mask_threshold,
         )
+        if self.maskness_scores:
+            result.mask_scores = result.scores * maskness(result.mask_probs, self.mask_threshold)
         result.remove("mask_probs")
         if result.has("shape_features"):
             result.remove("shape_features")
