@@ -22,7 +22,8 @@ def add_centermask_pr_config(cfg: CN) -> CN:
     pr.DETECTOR = "heatmap"
     # Heatmap detector: the stride-4 feature its heads (and the shape tower) run on.
     pr.IN_FEATURE = "p2"
-    # Feature the saliency map is predicted on; masks are assembled at its resolution.
+    # Feature the saliency map is predicted on; masks are assembled at its stride unless
+    # MASK_STRIDE names a finer one.
     pr.SALIENCY_IN_FEATURE = "p2"
     # Stride of the grid the masks are assembled and trained on: 0 for the saliency feature's
     # (the paper), or a divisor of it, the saliency logits then upsampled bilinearly. Finer grids

@@ -16,6 +16,11 @@ FCOS += ["MODEL.FCOS.TOP_LEVELS", "2", "MODEL.FCOS.NORM", "none", "MODEL.FCOS.NU
 FCOS += ["MODEL.FCOS.NUM_BOX_CONVS", "1"]
 # Saliency on P3 (stride 8), masks on a stride-2 grid.
 FCOS_MASK_STRIDE_2 = FCOS + ["MODEL.CENTERMASK_PR.MASK_STRIDE", "2"]
+EVERY_DETECTOR = pytest.mark.parametrize(
+    "detector",
+    [[], FCOS, FCOS_MASK_STRIDE_2],
+    ids=["heatmap", "fcos", "fcos-mask-stride-2"],
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -77,11 +82,7 @@ def _train(model, batch, steps):
     return history
 
 
-@pytest.mark.parametrize(
-    "detector",
-    [[], FCOS, FCOS_MASK_STRIDE_2],
-    ids=["heatmap", "fcos", "fcos-mask-stride-2"],
-)
+@EVERY_DETECTOR
 def test_training_reduces_every_loss_on_a_fixed_batch(detector):
     model = _model(*detector)
     history = _train(model, _fixed_batch(), 12)
@@ -132,11 +133,7 @@ def test_batch_of_images_without_objects_trains(detector):
         assert losses["loss_offset"] == 0 and losses["loss_heatmap"] > 0
 
 
-@pytest.mark.parametrize(
-    "detector",
-    [[], FCOS, FCOS_MASK_STRIDE_2],
-    ids=["heatmap", "fcos", "fcos-mask-stride-2"],
-)
+@EVERY_DETECTOR
 def test_inference_returns_boxes_and_masks_in_the_original_image(detector):
     model = _model(
         "MODEL.CENTERMASK_PR.SCORE_THRESH_TEST",
