@@ -1,5 +1,5 @@
 # One-command set-up: `make test` and `make quickstart` create .venv when it is missing, install
-# everything (torch/torchvision pinned in constraints.txt, detectron2 via tools/install_detectron2.py)
+# everything (torch/torchvision pinned in constraints.txt, detectron2 via tools/setup/install_detectron2.py)
 # and then run. A second run on a ready .venv installs nothing.
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,9 +15,9 @@ install: $(STAMP)
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(PY) setup.py constraints.txt tools/install_detectron2.py
+$(STAMP): $(PY) setup.py constraints.txt tools/setup/install_detectron2.py
 	$(PY) -m pip install -c constraints.txt -e ".[dev]"
-	$(PY) tools/install_detectron2.py --constraints constraints.txt
+	$(PY) tools/setup/install_detectron2.py --constraints constraints.txt
 	touch $(STAMP)
 
 test: $(STAMP)

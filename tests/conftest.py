@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,3 +24,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def _synthetic_datasets_written(tmp_path_factory) -> Path:
+    from centermask.data.synthetic import generate_synthetic
+    from centermask.data.synthetic_scene import SceneConfig
+
+    root = tmp_path_factory.mktemp("datasets")
+    scene = SceneConfig(min_short_side=64, max_short_side=96, min_object_size=10)
+    generate_synthetic(root / "synthetic", 12, 6, seed=0, scene=scene, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def synthetic_datasets(_synthetic_datasets_written) -> Path:
+    """A small built-in synthetic data set (12 train / 6 val images of 64-96 px, seed 0), written
+    once per session and registered for the module as ``synthetic_{train,val}[_rle]``. Returns
+    the folder to use as ``DETECTRON2_DATASETS`` (it holds ``synthetic/``)."""
+    from centermask.data import register_synthetic
+
+    register_synthetic(_synthetic_datasets_written / "synthetic")
+    return _synthetic_datasets_written

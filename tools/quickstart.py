@@ -54,10 +54,10 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 from detectron2.utils.visualizer import Visualizer  # noqa: E402
 
 import centermask  # noqa: F401,E402  (registers the model components)
+from centermask.checkpoint import AtomicCheckpointer  # noqa: E402
 from centermask.data import ensure_synthetic, register_synthetic  # noqa: E402
 from centermask.data.synthetic_scene import SceneConfig  # noqa: E402
 from centermask.engine import (  # noqa: E402
-    AtomicCheckpointer,
     Trainer,
     choose_backend,
     draw_predictions,

@@ -16,8 +16,10 @@ import centermask.data  # noqa: F401  (registers the built-in synthetic data set
 from centermask.engine import Trainer, argument_parser, build_config, choose_backend, launch, setup
 
 
-def main(args):
-    cfg = setup(args)
+def main(args, cfg=None):
+    """One process's run, with the config the launching process built (handed to every worker,
+    so that each process reads the config files and the ``--dataset`` annotations once)."""
+    cfg = setup(args, cfg)
     if args.eval_only:
         return Trainer.evaluate(cfg, resume=args.resume)
     trainer = Trainer(cfg)
@@ -28,12 +30,13 @@ def main(args):
 if __name__ == "__main__":
     args = argument_parser().parse_args()
     print("Command Line Args:", args)
+    cfg = build_config(args)
     launch(
         main,
         args.num_gpus,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
-        args=(args,),
-        backend=choose_backend(build_config(args).MODEL.DEVICE),
+        args=(args, cfg),
+        backend=choose_backend(cfg.MODEL.DEVICE),
     )

@@ -1,9 +1,11 @@
-"""Make it fast: float32 inference optimisation with unchanged outputs.
+"""Make it fast: inference optimisation with unchanged outputs.
 
 * :mod:`.fold_batchnorm`: FrozenBN folded into the preceding convs;
 * :mod:`.fused_modules`: conv+ReLU fusion, the stacked FCOS head, class-selected mask predictor;
-* :mod:`.inference_model`: the pipeline split into a dense part and the per-detection part;
-* :mod:`.optimize`: :func:`optimize_for_inference`, which applies all of the above.
+* :mod:`.inference_model`: CenterMask's pipeline split into a dense part and the per-detection part;
+* :mod:`.condinst_inference`, :mod:`.centermask_pr_inference`: the same for the other designs;
+* :mod:`.dtypes`: the ``dtype`` option;
+* :mod:`.optimize`: :func:`optimize_for_inference`, which applies the above to any design.
 
 Exporting (ONNX, int8) lives in :mod:`centermask.export`, measuring in :mod:`centermask.benchmark`.
 """

@@ -14,6 +14,7 @@ from torch import nn
 
 from centermask.modeling.centermask_pr import CenterMaskPR
 
+from .dtypes import DtypeLike, require_float32
 from .fold_batchnorm import fold_frozen_batchnorm
 from .fused_modules import fuse_conv_activations
 
@@ -45,7 +46,10 @@ def optimize_centermask_pr_for_inference(
     *,
     fold_frozen_bn: bool = True,
     channels_last: Optional[bool] = None,
+    compile: bool = False,
+    dtype: DtypeLike = None,
     fuse: bool = True,
+    postprocess_threads: Optional[int] = None,
     inplace: bool = False,
 ) -> CenterMaskPRInference:
     """A faster CenterMask-PR for inference with the outputs of ``model(inputs)`` (float32).
@@ -54,10 +58,13 @@ def optimize_centermask_pr_for_inference(
         model: a :class:`CenterMaskPR` (heatmap or FCOS detector).
         fold_frozen_bn: fold FrozenBatchNorm2d and eval-mode BatchNorm2d into their convs.
         channels_last: NHWC weights and activations; default on for the CPU.
+        compile, dtype: must be False / float32 (not available for CenterMask-PR).
         fuse: conv + ReLU as one oneDNN op where available.
+        postprocess_threads: unused (the whole model runs with the global thread count).
         inplace: change ``model`` itself instead of a deep copy (its state_dict keys then differ
             from a checkpoint's).
     """
+    require_float32("CenterMask-PR", dtype, compile)
     if not isinstance(model, CenterMaskPR):
         raise TypeError(f"expected a CenterMaskPR model, got {type(model).__name__}")
     if not inplace:

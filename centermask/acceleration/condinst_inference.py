@@ -12,14 +12,15 @@ import copy
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from detectron2.structures import ImageList, Instances
+from detectron2.structures import Instances
 from torch import nn
 
 from centermask.modeling.condinst import CondInst
 from centermask.modeling.condinst.dynamic_mask_head import predict_global_masks
 from centermask.modeling.condinst.postprocess import postprocess_detections
-from centermask.modeling.preprocessing import normalize_and_pad
+from centermask.modeling.preprocessing import ImageNormalizer
 
+from .dtypes import DtypeLike, require_float32
 from .fold_batchnorm import fold_frozen_batchnorm
 from .fused_modules import FusedFCOSHead, fuse_conv_activations
 from .inference_model import FCOSDecoding, limited_threads
@@ -93,7 +94,7 @@ def split_condinst_outputs(outputs: Sequence[torch.Tensor], num_levels: int):
     return (*per_level, outputs[-1])
 
 
-class CondInstInference(nn.Module):
+class CondInstInference(ImageNormalizer):
     """CondInst inference with the outputs of ``model(inputs)`` (see the module docstring).
 
     Children: ``dense`` (:class:`DenseCondInst` or a drop-in with the same outputs) and
@@ -123,22 +124,13 @@ class CondInstInference(nn.Module):
         self.num_levels = len(layout.fcos_features)
         self.mask_head = model.mask_head
         self.mask_threshold = model.mask_threshold
-        self.register_buffer("pixel_mean", model.pixel_mean.clone(), persistent=False)
-        self.register_buffer("pixel_std", model.pixel_std.clone(), persistent=False)
-        self.size_divisibility = model.backbone.size_divisibility
+        self.register_pixel_normalization(
+            model.pixel_mean, model.pixel_std, model.backbone.size_divisibility
+        )
         self.decoding = FCOSDecoding.from_fcos(model.proposal_generator)
         self.channels_last = channels_last
         self.postprocess_threads = postprocess_threads
         self.train(False)
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    def preprocess_image(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> ImageList:
-        return normalize_and_pad(
-            batched_inputs, self.pixel_mean, self.pixel_std, self.size_divisibility
-        )
 
     def inference(self, batched_inputs: List[Dict], do_postprocess: bool = True):
         """Same contract as :meth:`CondInst.inference`."""
@@ -185,13 +177,16 @@ def optimize_condinst_for_inference(
     fold_frozen_bn: bool = True,
     channels_last: Optional[bool] = None,
     compile: bool = False,
+    dtype: DtypeLike = None,
     fuse: bool = True,
     postprocess_threads: Optional[int] = 1,
     inplace: bool = False,
 ) -> CondInstInference:
     """:func:`centermask.optimize_for_inference` for CondInst: frozen and eval-mode BatchNorms
     folded into their convs (backbone and mask branch), conv + ReLU fused, the FCOS towers
-    merged, NHWC memory order on the CPU, optional ``torch.compile`` of the dense part."""
+    merged, NHWC memory order on the CPU, optional ``torch.compile`` of the dense part; float32
+    only (``dtype``)."""
+    require_float32("CondInst", dtype)
     check_condinst_model(model)
     if not inplace:
         model = copy.deepcopy(model)

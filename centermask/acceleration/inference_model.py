@@ -16,7 +16,7 @@ but
 * decoding and post-processing can run with fewer CPU threads than the convolutions.
 
 Build it with :func:`centermask.optimize_for_inference` or
-:class:`centermask.export.onnx_predictor.OnnxCenterMaskPredictor`.
+:class:`centermask.export.centermask_onnx.OnnxCenterMaskPredictor`.
 """
 
 from contextlib import contextmanager, nullcontext
@@ -26,14 +26,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from detectron2.modeling.meta_arch.rcnn import GeneralizedRCNN
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import ImageList, Instances
+from detectron2.structures import Instances
 from torch import nn
 
 from centermask.layers.mask_paste import paste_masks_batched
 from centermask.modeling.fcos import FCOS
 from centermask.modeling.fcos.inference import fcos_detections
 from centermask.modeling.fcos.targets import compute_locations
-from centermask.modeling.preprocessing import normalize_and_pad
+from centermask.modeling.preprocessing import ImageNormalizer
 from centermask.modeling.roi_heads import CenterROIHeads
 from centermask.modeling.roi_heads.maskiou_head import maskiou_inference
 
@@ -218,7 +218,7 @@ def limited_threads(device: torch.device, threads: Optional[int]):
         torch.set_num_threads(previous)
 
 
-class CenterMaskInference(nn.Module):
+class CenterMaskInference(ImageNormalizer):
     """CenterMask inference with the outputs of ``model(inputs)`` (see the module docstring).
 
     Children: ``dense`` (:class:`DenseCenterMask` or a drop-in with the same outputs) and
@@ -260,24 +260,14 @@ class CenterMaskInference(nn.Module):
         self.num_levels = len(layout.fcos_features)
         self.roi_heads = model.roi_heads
         self.mask_predictor = mask_predictor
-        self.register_buffer("pixel_mean", model.pixel_mean.clone(), persistent=False)
-        self.register_buffer("pixel_std", model.pixel_std.clone(), persistent=False)
-        self.size_divisibility = model.backbone.size_divisibility
+        self.register_pixel_normalization(
+            model.pixel_mean, model.pixel_std, model.backbone.size_divisibility
+        )
         self.decoding = FCOSDecoding.from_fcos(model.proposal_generator)
         self.channels_last = channels_last
         self.dtype = dtype
         self.postprocess_threads = postprocess_threads
         self.train(False)
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    def preprocess_image(self, batched_inputs: List[Dict[str, torch.Tensor]]) -> ImageList:
-        """Normalise, pad (zeros after normalisation) and batch, as GeneralizedRCNN does."""
-        return normalize_and_pad(
-            batched_inputs, self.pixel_mean, self.pixel_std, self.size_divisibility
-        )
 
     def _autocast(self):
         if self.dtype is None or self.dtype == torch.float32:

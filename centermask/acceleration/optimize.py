@@ -1,52 +1,29 @@
-"""``optimize_for_inference``: a faster CenterMask for inference with the same outputs."""
+"""``optimize_for_inference``: a faster model for inference with the same outputs.
+
+:func:`optimize_for_inference` dispatches on the model's design (:mod:`centermask.designs`);
+:func:`optimize_centermask_for_inference` is CenterMask's row.
+"""
 
 import copy
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 from detectron2.modeling.meta_arch.rcnn import GeneralizedRCNN
 from torch import nn
 
-from .centermask_pr_inference import CenterMaskPR, optimize_centermask_pr_for_inference
-from .condinst_inference import CondInst, optimize_condinst_for_inference
+from centermask.designs import design_of, resolve
+
+from .dtypes import DtypeLike, parse_dtype
 from .fold_batchnorm import fold_frozen_batchnorm
 from .fused_modules import ClassSelectedMaskPredictor, FusedFCOSHead, fuse_conv_activations
 from .inference_model import CenterMaskInference, DenseCenterMask, check_centermask_model
 
-__all__ = ["optimize_for_inference", "parse_dtype"]
-
-_DTYPES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "half": torch.float16,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-}
+__all__ = ["optimize_centermask_for_inference", "optimize_for_inference"]
 
 
-def parse_dtype(dtype: Union[None, str, torch.dtype]) -> Optional[torch.dtype]:
-    """None, a torch dtype or one of "fp32", "fp16", "bf16" (and their long names)."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype.lower() not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of fp32, fp16, bf16")
-    return _DTYPES[dtype.lower()]
-
-
-def optimize_for_inference(
-    model: GeneralizedRCNN,
-    *,
-    fold_frozen_bn: bool = True,
-    channels_last: Optional[bool] = None,
-    compile: bool = False,
-    dtype: Union[None, str, torch.dtype] = None,
-    fuse: bool = True,
-    postprocess_threads: Optional[int] = 1,
-    inplace: bool = False,
-) -> CenterMaskInference:
-    """A faster inference version of a CenterMask model, returning what ``model(inputs)`` returns.
+def optimize_for_inference(model: nn.Module, **options) -> nn.Module:
+    """A faster inference version of a CenterMask, CondInst or CenterMask-PR model, called like
+    it and returning what ``model(inputs)`` returns.
 
     Usage::
 
@@ -54,7 +31,29 @@ def optimize_for_inference(
         fast = centermask.optimize_for_inference(model)
         outputs = fast([{"image": chw_bgr_float_tensor, "height": h, "width": w}])
 
-    What it does (each item measured on a 2-core CPU; see ``tools/benchmark.py``):
+    ``options`` (keyword-only, the same for every design; see
+    :func:`optimize_centermask_for_inference` for what each does): ``fold_frozen_bn``,
+    ``channels_last``, ``compile``, ``dtype``, ``fuse``, ``postprocess_threads``, ``inplace``.
+    CondInst runs in float32; CenterMask-PR in float32 without ``compile``: other values raise a
+    ValueError naming the option.
+    """
+    return resolve(design_of(model).optimize)(model, **options)
+
+
+def optimize_centermask_for_inference(
+    model: GeneralizedRCNN,
+    *,
+    fold_frozen_bn: bool = True,
+    channels_last: Optional[bool] = None,
+    compile: bool = False,
+    dtype: DtypeLike = None,
+    fuse: bool = True,
+    postprocess_threads: Optional[int] = 1,
+    inplace: bool = False,
+) -> CenterMaskInference:
+    """A faster inference version of a CenterMask model, returning what ``model(inputs)`` returns.
+
+    What it does (measured by ``tools/analysis/benchmark.py``; numbers in docs/BENCHMARKS.md):
 
     * **Folds FrozenBatchNorm** into the preceding conv of the backbone (VoVNet, MobileNetV2,
       ResNet), so each backbone layer is one op instead of two.
@@ -70,29 +69,16 @@ def optimize_for_inference(
     * **Batched mask pasting**: one ``grid_sample`` per group of masks instead of one per mask,
       with bit-identical masks.
     * Runs FCOS decoding and post-processing with ``postprocess_threads`` CPU threads (1): their
-      tensors are small, and on a CPU shared with other work every multi-threaded op waits for a
-      descheduled worker (FCOS decoding: 17 ms with 1 thread, 300 ms with 2, on a busy 2-core
-      machine).
+      tensors are small, and with more threads every op waits for the slowest worker.
     * Optional ``torch.compile`` of the dense part (backbone + FPN + FCOS head).
     * Optional autocast of the dense part to fp16/bf16 (meant for GPUs); FCOS decoding, the RoI
       heads and post-processing stay in float32.
 
     In float32 the outputs equal those of ``model`` up to float rounding (the parity tests hold).
 
-    Measured (``tools/benchmark.py``, 2-core AMD EPYC, 1 thread, Lite V-19-slim-dw, 600x800): total
-    655 -> 492 ms; backbone 287 -> 159 ms (channels-last 287 -> 227, + BN folding -> 174,
-    + conv/ReLU fusion -> 159), FCOS decoding 18 -> 8 ms, mask pasting 10 -> 3 ms. In float32
-    the network is compute-bound (18.8 GMAC for that image, run near the CPU's peak), so larger
-    backbones gain less (V-39: ~1.1x). With 2 threads on an idle machine: 422 -> 235-290 ms
-    (1.5-1.8x; README). On a busy machine the ratio grows (2.3x) because fewer, fused ops wait
-    less for descheduled worker threads, but that measures the load more than the model.
-
     Args:
         model: a GeneralizedRCNN with the FCOS proposal generator and CenterROIHeads (any
-            backbone of this package or detectron2's ResNet), or a CondInst model (float32
-            only; see :func:`~centermask.acceleration.condinst_inference.optimize_condinst_for_inference`),
-            or a CenterMask-PR model (float32, no compile; see
-            :func:`~centermask.acceleration.centermask_pr_inference.optimize_centermask_pr_for_inference`).
+            backbone of this package or detectron2's ResNet).
         fold_frozen_bn: fold FrozenBatchNorm2d (and eval-mode BatchNorm2d) into the convs.
         channels_last: NHWC memory format for the dense part and the mask heads. Default: on for
             CPU, and on CUDA only with a 16-bit ``dtype`` (tensor cores prefer NHWC).
@@ -109,28 +95,6 @@ def optimize_for_inference(
     Returns:
         A :class:`CenterMaskInference` module in eval mode, on the model's device.
     """
-    if isinstance(model, CenterMaskPR):
-        if parse_dtype(dtype) not in (None, torch.float32) or compile:
-            raise ValueError("CenterMask-PR is optimised in float32 without compile only")
-        return optimize_centermask_pr_for_inference(
-            model,
-            fold_frozen_bn=fold_frozen_bn,
-            channels_last=channels_last,
-            fuse=fuse,
-            inplace=inplace,
-        )
-    if isinstance(model, CondInst):
-        if parse_dtype(dtype) not in (None, torch.float32):
-            raise ValueError(f"dtype {dtype!r}: CondInst is optimised in float32 only")
-        return optimize_condinst_for_inference(
-            model,
-            fold_frozen_bn=fold_frozen_bn,
-            channels_last=channels_last,
-            compile=compile,
-            fuse=fuse,
-            postprocess_threads=postprocess_threads,
-            inplace=inplace,
-        )
     check_centermask_model(model)
     dtype = parse_dtype(dtype)
     if not inplace:

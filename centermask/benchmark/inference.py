@@ -1,13 +1,13 @@
 """Inference benchmark of CenterMask models: per-stage latency, throughput and memory of several
 execution modes of the same model, measured interleaved in one process.
 
-Used by ``tools/benchmark.py``. Modes (comma separated, options after ":" joined by "+"):
+Used by ``tools/analysis/benchmark.py``. Modes (comma separated, options after ":" joined by "+"):
 
 * ``eager``: the detectron2 model as built (``model(inputs)``; autocast with ``--dtype``);
 * ``optimized``: :func:`centermask.optimize_for_inference`, e.g. ``optimized:fuse=0``,
   ``optimized:compile=1`` or ``optimized:dtype=bf16`` (its options are its keyword arguments);
-* ``onnx``: exported with :func:`~centermask.export.onnx_export.export_onnx` and run by the
-  model's predictor (:func:`~centermask.export.onnx_predictor.build_onnx_predictor`: CenterMask,
+* ``onnx``: exported with :func:`~centermask.export.api.export_onnx` and run by the
+  model's predictor (:func:`~centermask.export.api.build_onnx_predictor`: CenterMask,
   CondInst or CenterMask-PR; ``onnx:mask_heads=0`` keeps CenterMask's mask heads in PyTorch);
 * ``onnx-int8``: the same graphs statically quantized to int8 by
   :func:`~centermask.export.int8.export_int8_onnx`, calibrated on ``calib_images`` (default 4)
@@ -29,15 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 import torch
-from detectron2.data import transforms as T
-from detectron2.modeling import build_model
 from torch import nn
 
-from centermask.checkpoint import CenterMaskCheckpointer
-from centermask.utils.synthetic_weights import load_synthetic_weights
+from centermask.data.inputs import model_inputs, synthetic_image
+from centermask.designs import design_of
 
 from .memory import max_rss_mb, measure_peak_memory
 from .stage_timer import STAGES, StageTimer
@@ -45,9 +42,6 @@ from .stage_timer import STAGES, StageTimer
 __all__ = [
     "ModeSpec",
     "parse_modes",
-    "build_benchmark_model",
-    "synthetic_image",
-    "make_inputs",
     "build_mode",
     "benchmark_inference",
     "environment_info",
@@ -98,50 +92,6 @@ def parse_modes(text: str) -> List[ModeSpec]:
     return modes
 
 
-def build_benchmark_model(cfg, weights: Optional[str] = None) -> nn.Module:
-    """The model of ``cfg`` with real (``weights``) or synthetic weights, in eval mode."""
-    model = build_model(cfg)
-    if weights:
-        CenterMaskCheckpointer(model).load(weights)
-    else:
-        load_synthetic_weights(model)
-    return model.eval()
-
-
-def synthetic_image(height: int = 480, width: int = 640, seed: int = 0) -> np.ndarray:
-    """A BGR uint8 test image: smooth gradients plus a few filled shapes (deterministic)."""
-    rng = np.random.default_rng(seed)
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    image = np.stack(
-        [
-            127 + 100 * np.sin(xs / width * np.pi * rng.uniform(1, 3)),
-            127 + 100 * np.cos(ys / height * np.pi * rng.uniform(1, 3)),
-            np.full_like(xs, rng.uniform(60, 200)),
-        ],
-        axis=2,
-    )
-    for _ in range(6):
-        colour = tuple(float(c) for c in rng.integers(0, 256, 3))
-        cx, cy = int(rng.integers(0, width)), int(rng.integers(0, height))
-        rx, ry = int(rng.integers(10, width // 4)), int(rng.integers(10, height // 4))
-        if rng.random() < 0.5:
-            cv2.ellipse(image, (cx, cy), (rx, ry), float(rng.uniform(0, 180)), 0, 360, colour, -1)
-        else:
-            cv2.rectangle(image, (cx - rx, cy - ry), (cx + rx, cy + ry), colour, -1)
-    return np.clip(image, 0, 255).astype(np.uint8)
-
-
-def make_inputs(cfg, images: Sequence[np.ndarray]) -> List[Dict]:
-    """Model inputs as DefaultPredictor makes them: the config's test resize, CHW float32."""
-    resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
-    inputs = []
-    for image in images:
-        resized = resize.get_transform(image).apply_image(image)
-        tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))).float()
-        inputs.append({"image": tensor, "height": image.shape[0], "width": image.shape[1]})
-    return inputs
-
-
 class _Autocast(nn.Module):
     """Runs a model under autocast; the model keeps its name-free place in the hook paths."""
 
@@ -160,10 +110,8 @@ def build_mode(
     """The module to call with the inputs, and a note about the mode. ``cfg`` (the model's
     config) and ``image_hw`` (the benchmark's image size) are needed by ``onnx-int8`` only."""
     from centermask.acceleration import CenterMaskInference, optimize_for_inference
-    from centermask.export.onnx_export import export_onnx, export_torchscript
-    from centermask.export.onnx_predictor import build_onnx_predictor
-    from centermask.modeling.centermask_pr import CenterMaskPR
-    from centermask.modeling.condinst import CondInst
+    from centermask.export.api import build_onnx_predictor, export_onnx
+    from centermask.export.centermask_onnx import export_torchscript
 
     half = dtype not in (None, torch.float32)
     if spec.kind == "eager":
@@ -172,22 +120,22 @@ def build_mode(
         options = {"dtype": dtype, **spec.options}  # e.g. optimized:dtype=bf16 next to fp32 modes
         return optimize_for_inference(model, **options), "optimize_for_inference"
     folder = work_dir / spec.name.replace(":", "_").replace("+", "_").replace("=", "-")
-    single_graph = isinstance(model, (CondInst, CenterMaskPR))  # no separate mask-head graph
-    if spec.kind == "torchscript" and single_graph:
+    design = design_of(model)
+    if spec.kind == "torchscript" and not design.torchscript:
         raise ValueError(
-            f"mode 'torchscript' is not available for {type(model).__name__} "
+            f"mode 'torchscript' is not available for {design.name} "
             "(eager, optimized, onnx, onnx-int8)"
         )
     if spec.kind in ("onnx", "onnx-int8"):
         options = dict(spec.options)
         heads = options.pop("mask_heads", True)
-        if single_graph and not heads:
-            raise ValueError(f"{type(model).__name__} exports have no mask-head graph to leave out")
+        if not design.mask_heads_graph and not heads:
+            raise ValueError(f"{design.name} exports have no mask-head graph to leave out")
         if spec.kind == "onnx":
             export_onnx(model, folder, mask_heads=heads, **options)
         else:
             _export_int8(model, folder, cfg, image_hw, heads, options)
-        predictor_options = {} if single_graph else {"use_onnx_mask_heads": heads}
+        predictor_options = {"use_onnx_mask_heads": heads} if design.mask_heads_graph else {}
         predictor = build_onnx_predictor(model, folder, **predictor_options)
         precision = "float32" if spec.kind == "onnx" else "int8 QDQ"
         return predictor, f"onnxruntime ({precision}) " + ",".join(
@@ -214,7 +162,7 @@ def _export_int8(model, folder: Path, cfg, image_hw, mask_heads: bool, options: 
         batches = calibration_batches(cfg, dataset, count)
     else:  # other images than the timed ones
         batches = (
-            make_inputs(cfg, [synthetic_image(*image_hw, seed=1000 + i)]) for i in range(count)
+            model_inputs(cfg, [synthetic_image(*image_hw, seed=1000 + i)]) for i in range(count)
         )
     export_int8_onnx(model, folder, batches, settings, num_batches=count, mask_heads=mask_heads)
 
@@ -272,7 +220,7 @@ def benchmark_inference(
             )
         timers = {name: StageTimer(_timed_module(r), device) for name, r in runners.items()}
         for batch_size in batch_sizes:
-            inputs = make_inputs(cfg, [images[i % len(images)] for i in range(batch_size)])
+            inputs = model_inputs(cfg, [images[i % len(images)] for i in range(batch_size)])
             sizes = sorted({tuple(x["image"].shape[-2:]) for x in inputs})
             log(
                 f"batch {batch_size}: input {sizes} (after the test resize), {warmup} warm-up + "

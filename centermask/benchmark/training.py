@@ -20,7 +20,7 @@ config's training resize, ``annotations_to_instances``), in the main process, wh
 import copy
 import statistics
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 import cv2
 import numpy as np
@@ -31,11 +31,10 @@ from detectron2.solver import build_optimizer
 from detectron2.structures import BoxMode
 from detectron2.utils.events import EventStorage
 
+from centermask.data.inputs import synthetic_image
 from centermask.modeling.backbone.osa import ConvUnitSequence
 from centermask.modeling.fcos import FCOS
 from centermask.modeling.fcos.losses import centerness_targets, fcos_losses
-
-from .inference import synthetic_image
 
 __all__ = ["StraightforwardLossFCOS", "synthetic_training_record", "benchmark_training"]
 

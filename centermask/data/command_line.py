@@ -4,8 +4,8 @@
 ``NAME`` through the checked loader (:func:`~centermask.data.register_coco_checked`), so that
 ``DATASETS.TRAIN`` / ``DATASETS.TEST`` of the same command can use it without a line of Python.
 The categories are read at registration, so the data set's ``thing_classes`` are known before
-anything else is loaded: :func:`apply_class_counts` then sets the model's class counts from them
-when the user did not set those keys (in the config file, its bases, or the command line).
+anything else is loaded: :func:`centermask.config.class_counts.apply_class_counts` then sets the
+model's class counts from them when the user did not set those keys.
 
 Registration happens in :func:`centermask.engine.build_config`, which every process of a
 multi-process launch runs, with or without ``--eval-only``.
@@ -14,10 +14,7 @@ multi-process launch runs, with or without ``--eval-only``.
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
-
-from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog
+from typing import Any, Dict, Iterable, List, Tuple
 
 from .coco_checks import CocoFormatError, read_coco_json, register_coco_checked
 
@@ -26,13 +23,13 @@ __all__ = [
     "parse_dataset_spec",
     "read_category_metadata",
     "register_dataset_specs",
-    "explicit_config_keys",
-    "apply_class_counts",
 ]
 
 logger = logging.getLogger(__name__)
 
 _FORMAT = "NAME=ANNOTATIONS.json:IMAGE_DIR"
+# name -> (annotation file, image folder) of the specs this process has registered
+_REGISTERED: Dict[str, Tuple[str, str]] = {}
 
 
 @dataclass(frozen=True)
@@ -77,14 +74,18 @@ def read_category_metadata(json_file: str) -> Dict[str, Any]:
 
 
 def register_dataset_specs(specs: Iterable[str]) -> List[str]:
-    """Register every ``NAME=ANNOTATIONS.json:IMAGE_DIR`` (idempotent); returns the names.
+    """Register every ``NAME=ANNOTATIONS.json:IMAGE_DIR``; returns the names.
 
     Missing files or folders fail here, naming them, rather than when the data set is first used.
+    A spec this process has registered already is not read again.
     """
     names = []
     for text in specs:
         spec = parse_dataset_spec(text)
         json_file, image_root = os.path.abspath(spec.json_file), os.path.abspath(spec.image_root)
+        if _REGISTERED.get(spec.name) == (json_file, image_root):
+            names.append(spec.name)
+            continue
         if not os.path.isdir(image_root):
             raise FileNotFoundError(f"--dataset {text!r}: image folder not found: {image_root}")
         metadata = read_category_metadata(json_file)
@@ -93,75 +94,6 @@ def register_dataset_specs(specs: Iterable[str]) -> List[str]:
             f"Registered data set {spec.name!r}: {json_file}, images in {image_root}, "
             f"{len(metadata['thing_classes'])} classes"
         )
+        _REGISTERED[spec.name] = (json_file, image_root)
         names.append(spec.name)
     return names
-
-
-def _flat_keys(node, prefix: str = "") -> Set[str]:
-    keys = set()
-    for key, value in node.items():
-        if isinstance(value, dict):
-            keys |= _flat_keys(value, f"{prefix}{key}.")
-        else:
-            keys.add(prefix + key)
-    return keys
-
-
-def explicit_config_keys(config_file: Optional[str], opts: Sequence[str]) -> Set[str]:
-    """The dotted keys a run sets itself: those in ``config_file`` (bases included) and the
-    ``KEY VALUE`` overrides. Everything else keeps the default of ``get_cfg()``."""
-    keys = set(opts[0::2])
-    if config_file:
-        keys |= _flat_keys(CfgNode.load_yaml_with_base(config_file, allow_unsafe=True))
-    return keys
-
-
-def _lookup(cfg: CfgNode, key: str):
-    node = cfg
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def _assign(cfg: CfgNode, key: str, value) -> None:
-    *parents, leaf = key.split(".")
-    node = cfg
-    for part in parents:
-        node = node[part]
-    node[leaf] = value
-
-
-def apply_class_counts(
-    cfg: CfgNode, keys: Sequence[str], explicit: Set[str], dataset_names: Sequence[str]
-) -> None:
-    """Set the class-count ``keys`` the run did not set (``explicit``) to the number of
-    ``thing_classes`` of ``dataset_names`` (logged); an explicit value that disagrees raises a
-    ValueError naming the keys. Data sets whose classes are not known before loading (no
-    ``thing_classes`` metadata yet) are left to the trainer's check after loading.
-    """
-    known = {n: MetadataCatalog.get(n).get("thing_classes", None) for n in dataset_names}
-    known = {n: c for n, c in known.items() if c is not None}
-    if not known:
-        return
-    counts = {len(c) for c in known.values()}
-    if len(counts) > 1:
-        listed = ", ".join(f"{n!r}: {len(c)}" for n, c in known.items())
-        raise ValueError(f"The data sets of this run have different class counts ({listed})")
-    (count,) = counts
-    names = ", ".join(map(repr, known))
-    keys = [k for k in keys if _lookup(cfg, k) is not None]
-    wrong = [k for k in keys if k in explicit and _lookup(cfg, k) != count]
-    if wrong:
-        values = ", ".join(f"{k}={_lookup(cfg, k)}" for k in wrong)
-        raise ValueError(
-            f"Data set {names} has {count} thing classes, but the config sets {values}. "
-            f"Set {' and '.join(wrong)} to {count}, or leave them out of the config and the "
-            "command line to take the count from the data set."
-        )
-    inferred = [k for k in keys if k not in explicit]
-    for key in inferred:
-        _assign(cfg, key, count)
-    if inferred:
-        logger.info(f"{' and '.join(inferred)} = {count}, the thing classes of {names}")

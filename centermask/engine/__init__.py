@@ -1,17 +1,15 @@
 """Training, evaluation and inference: the trainer, its hooks, a CPU-capable launch, a predictor."""
 
-from .checkpoint import AtomicCheckpointer, atomic_write
 from .defaults import add_dataset_argument, argument_parser, build_config, setup
 from .evaluators import build_evaluator
 from .hooks import CheckpointHook, EvalHook, LossCurveHook, plot_loss_curve, read_metrics
 from .launch import choose_backend, launch, setup_local_process_group
-from .predictor import BatchPredictor
+from .predictor import BatchPredictor, build_inference_model
 from .train_loop import CheckedTrainLoop, check_losses_finite
 from .trainer import Trainer, check_dataset_classes, create_ddp_model
 from .visualization import draw_predictions, filter_by_score, score_of
 
 __all__ = [
-    "AtomicCheckpointer",
     "BatchPredictor",
     "CheckedTrainLoop",
     "CheckpointHook",
@@ -20,9 +18,9 @@ __all__ = [
     "Trainer",
     "add_dataset_argument",
     "argument_parser",
-    "atomic_write",
     "build_config",
     "build_evaluator",
+    "build_inference_model",
     "check_dataset_classes",
     "check_losses_finite",
     "choose_backend",

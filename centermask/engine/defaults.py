@@ -11,9 +11,12 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from centermask.config import THING_CLASS_KEYS, get_cfg
-from centermask.data.command_line import (
+from centermask.config.class_counts import (
     apply_class_counts,
+    describe_class_counts,
     explicit_config_keys,
+)
+from centermask.data.command_line import (
     register_dataset_specs,
 )
 
@@ -66,7 +69,7 @@ def build_config(args: argparse.Namespace) -> CfgNode:
 
     The data sets of ``--dataset`` (if any) are registered first, and the class counts the run
     does not set itself come from its data sets: ``DATASETS.TEST`` with ``--eval-only``,
-    ``DATASETS.TRAIN`` otherwise (see :func:`centermask.data.command_line.apply_class_counts`).
+    ``DATASETS.TRAIN`` otherwise (see :func:`centermask.config.class_counts.apply_class_counts`).
     Every process of a multi-process launch calls this, so every worker knows the data sets.
 
     A CUDA device requested on a machine without CUDA falls back to CPU, with a warning (every
@@ -93,12 +96,21 @@ def _merged_config(config_file: Optional[str], opts: List[str]) -> CfgNode:
     return cfg
 
 
-def setup(args: argparse.Namespace) -> CfgNode:
-    """``build_config`` plus detectron2's ``default_setup`` (output folder, logging, config
-    dump, seeding). centermask's own log lines (data set registration, class counts, ...) go to
-    the console and ``<OUTPUT_DIR>/log.txt`` like detectron2's, from the start."""
-    output_dir = _merged_config(args.config_file, list(args.opts or [])).OUTPUT_DIR
-    setup_logger(output_dir, distributed_rank=comm.get_rank(), name="centermask")
-    cfg = build_config(args)
+def setup(args: argparse.Namespace, cfg: Optional[CfgNode] = None) -> CfgNode:
+    """The run's config plus detectron2's ``default_setup`` (output folder, logging, config dump,
+    seeding); centermask's own log lines go to the console and ``<OUTPUT_DIR>/log.txt`` too.
+
+    ``cfg``: the config :func:`build_config` already made from ``args`` (e.g. by the launching
+    process, to choose the backend), so that it is built once; the ``--dataset`` data sets are
+    then registered in this process if they are not yet (a worker process starts without them).
+    """
+    if cfg is None:
+        cfg = build_config(args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="centermask")
+    register_dataset_specs(getattr(args, "dataset", None) or [])
+    datasets = cfg.DATASETS.TEST if getattr(args, "eval_only", False) else cfg.DATASETS.TRAIN
+    counts = describe_class_counts(cfg, THING_CLASS_KEYS, datasets)
+    if counts:
+        logger.info(counts)
     default_setup(cfg, args)
     return cfg

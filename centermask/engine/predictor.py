@@ -14,14 +14,29 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
+from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
-from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
+from torch import nn
 
 from centermask.checkpoint import CenterMaskCheckpointer
+from centermask.data.inputs import check_image, image_to_model_input, test_resize
+from centermask.utils.synthetic_weights import load_synthetic_weights
 
-__all__ = ["BatchPredictor"]
+__all__ = ["BatchPredictor", "build_inference_model"]
+
+
+def build_inference_model(cfg: CfgNode, weights: Optional[str] = None) -> nn.Module:
+    """The model of ``cfg`` in eval mode, with the checkpoint ``weights`` (a path, URL or
+    ``centermask://`` name) or, when ``weights`` is None, deterministic synthetic weights (for
+    measuring speed and checking exports without a checkpoint)."""
+    model = build_model(cfg)
+    if weights is None:
+        load_synthetic_weights(model)
+    else:
+        CenterMaskCheckpointer(model).load(weights)
+    return model.eval()
 
 
 class BatchPredictor:
@@ -39,42 +54,17 @@ class BatchPredictor:
 
     def __init__(self, cfg, batch_size: int = 4):
         self.cfg = cfg.clone()
-        self.model = build_model(self.cfg)
-        self.model.eval()
-        self.metadata = (
-            MetadataCatalog.get(cfg.DATASETS.TEST[0]) if len(cfg.DATASETS.TEST) else None
-        )
-        CenterMaskCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
-        self.aug = T.ResizeShortestEdge(
-            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
-        )
         self.input_format = cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR', got {self.input_format!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
-
-    @staticmethod
-    def _check_image(image: np.ndarray, index: int) -> None:
-        if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3):
-            shape = getattr(image, "shape", type(image))
-            raise ValueError(f"image {index}: expected a BGR image of shape (H, W, 3), got {shape}")
-        if image.dtype != np.uint8:
-            raise ValueError(
-                f"image {index}: expected a uint8 BGR image (values 0-255), got dtype {image.dtype}"
-                " (convert it, e.g. with np.clip(image, 0, 255).astype(np.uint8))"
-            )
-        if image.size == 0:
-            raise ValueError(f"image {index} is empty: shape {image.shape}")
-
-    def _model_input(self, image: np.ndarray) -> dict:
-        if self.input_format == "RGB":
-            image = image[:, :, ::-1]
-        height, width = image.shape[:2]
-        resized = self.aug.get_transform(image).apply_image(image)
-        tensor = torch.as_tensor(np.ascontiguousarray(resized.astype("float32").transpose(2, 0, 1)))
-        return {"image": tensor, "height": height, "width": width}
+        self.model = build_inference_model(self.cfg, cfg.MODEL.WEIGHTS)
+        self.metadata = (
+            MetadataCatalog.get(cfg.DATASETS.TEST[0]) if len(cfg.DATASETS.TEST) else None
+        )
+        self.resize = test_resize(cfg)
 
     @torch.no_grad()
     def __call__(
@@ -85,10 +75,13 @@ class BatchPredictor:
         the input order."""
         batch_size = batch_size or self.batch_size
         for index, image in enumerate(images):
-            self._check_image(image, index)
+            check_image(image, index)
         outputs: List[Instances] = []
         for start in range(0, len(images), batch_size):
-            inputs = [self._model_input(img) for img in images[start : start + batch_size]]
+            inputs = [
+                image_to_model_input(image, self.resize, self.input_format)
+                for image in images[start : start + batch_size]
+            ]
             outputs.extend(o["instances"].to("cpu") for o in self.model(inputs))
         return outputs
 

@@ -9,7 +9,7 @@ period, periodic evaluation and ``resume_or_load`` it keeps):
 * a check that ``MODEL.FCOS.NUM_CLASSES`` and ``MODEL.ROI_HEADS.NUM_CLASSES`` match the number of
   ``thing_classes`` of every train/test data set;
 * :class:`.CheckedTrainLoop` (float32 losses, AMP on CUDA or CPU, a non-finite-loss stop) and
-  atomic checkpoints (:class:`.AtomicCheckpointer`) that are never written after a failure;
+  atomic checkpoints (:class:`~centermask.checkpoint.AtomicCheckpointer`) that are never written after a failure;
 * distributed data parallel on CPU (gloo) as well as CUDA;
 * training for a wall-clock budget (``SOLVER.TIME_BUDGET_MINUTES``, :mod:`.time_budget`);
 * ``loss_curve.png`` in ``OUTPUT_DIR`` at the end of training.
@@ -34,11 +34,11 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
+from centermask.checkpoint import AtomicCheckpointer
 from centermask.config import check_class_counts
 from centermask.data import CheckedDatasetMapper
 from centermask.modeling import CenterMaskWithTTA, check_tta_support
 
-from .checkpoint import AtomicCheckpointer
 from .evaluators import build_evaluator
 from .hooks import CheckpointHook, EvalHook, LossCurveHook
 from .time_budget import StoppableTrainLoop, TimeBudget, TimeBudgetLRScheduler

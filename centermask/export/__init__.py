@@ -1,24 +1,15 @@
-"""Export it: ONNX (and TorchScript) graphs of a CenterMask model and an onnxruntime predictor.
+"""Export a model and run the export: ONNX graphs, int8 quantization, onnxruntime predictors.
 
-* :mod:`.onnx_export`: :func:`~.onnx_export.export_onnx` writes the dense and mask-head graphs;
-* :mod:`.onnx_predictor`: :class:`~.onnx_predictor.OnnxCenterMaskPredictor` runs them;
+* :mod:`.api`: :func:`export_onnx` and :func:`build_onnx_predictor`, for every design;
+* :mod:`.common`: graph export and onnxruntime helpers the designs share;
+* :mod:`.centermask_onnx`, :mod:`.condinst_onnx`, :mod:`.centermask_pr_onnx`: one per design;
 * :mod:`.int8`: static int8 quantization of the exported graphs, calibrated on a data set;
 * :mod:`.agreement`: how far the detections of an export agree with the model's.
 
-The float32 optimisation that used to live here is in :mod:`centermask.acceleration`; its names
-and old module paths (``centermask.export.optimize`` ...) stay importable from here.
+Faster PyTorch inference (:func:`centermask.optimize_for_inference`) is in
+:mod:`centermask.acceleration`.
 """
 
-from centermask.acceleration import (
-    CenterMaskInference,
-    DenseCenterMask,
-    fold_frozen_batchnorm,
-    optimize_for_inference,
-)
+from .api import build_onnx_predictor, export_onnx
 
-__all__ = [
-    "CenterMaskInference",
-    "DenseCenterMask",
-    "fold_frozen_batchnorm",
-    "optimize_for_inference",
-]
+__all__ = ["build_onnx_predictor", "export_onnx"]

@@ -27,8 +27,7 @@ from torch import nn
 from centermask.acceleration.fold_batchnorm import fold_frozen_batchnorm
 from centermask.modeling.centermask_pr import CenterHeatmapDetector, CenterMaskPR
 
-from .onnx_export import _sample_images, export_image_graph
-from .onnx_predictor import OnnxModule, create_session
+from .common import export_image_graph, open_export, sample_images, write_metadata
 
 __all__ = [
     "PR_DENSE_ONNX",
@@ -38,6 +37,7 @@ __all__ = [
 ]
 
 PR_DENSE_ONNX = "centermask_pr_dense.onnx"
+FORMAT = "centermask-pr-onnx-v1"
 
 
 def _check_heatmap_model(model: nn.Module) -> None:
@@ -79,21 +79,33 @@ class DenseCenterMaskPR(nn.Module):
 
 def export_centermask_pr_onnx(
     model: CenterMaskPR, output_dir, *, height: int = 512, width: int = 512, opset: int = 17
-) -> Path:
-    """Write ``centermask_pr_dense.onnx`` (dynamic batch and image size) to ``output_dir`` and
-    return its path. ``model`` is untouched (a copy is folded and exported)."""
+) -> Dict[str, Path]:
+    """Write ``centermask_pr_dense.onnx`` (dynamic batch and image size) and the metadata json to
+    ``output_dir``; returns {"dense": path, "metadata": path}. ``model`` is untouched (a copy is
+    folded and exported)."""
     _check_heatmap_model(model)
-    images = _sample_images(model, height, width)
+    images = sample_images(model, height, width)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     copied = copy.deepcopy(model).eval().cpu()
     fold_frozen_batchnorm(copied)
     dense = DenseCenterMaskPR(copied)
+    names = dense.output_names()
     # Every output is a stride-4 map of the same size.
-    axes = {name: {0: "batch", 2: "map_h", 3: "map_w"} for name in dense.output_names()}
-    path = output_dir / PR_DENSE_ONNX
-    export_image_graph(dense, images, path, axes, opset=opset)
-    return path
+    axes = {name: {0: "batch", 2: "map_h", 3: "map_w"} for name in names}
+    paths = {"dense": output_dir / PR_DENSE_ONNX}
+    export_image_graph(dense, images, paths["dense"], axes, opset=opset)
+    metadata = {
+        "format": FORMAT,
+        "dense_graph": PR_DENSE_ONNX,
+        "dense_inputs": ["images"],
+        "dense_outputs": names,
+        "size_divisibility": model.backbone.size_divisibility,
+        "opset": opset,
+        "traced_size": [height, width],
+    }
+    paths["metadata"] = write_metadata(output_dir, metadata)
+    return paths
 
 
 class OnnxCenterMaskPRPredictor(nn.Module):
@@ -104,23 +116,22 @@ class OnnxCenterMaskPRPredictor(nn.Module):
         self,
         model: CenterMaskPR,
         export_dir,
+        *,
         providers: Optional[List[str]] = None,
         threads: Optional[int] = None,
     ):
         super().__init__()
         _check_heatmap_model(model)
         self.model = model.eval()
-        path = Path(export_dir) / PR_DENSE_ONNX
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist; run export_centermask_pr_onnx first")
-        self.dense = OnnxModule(create_session(path, providers, threads), path=path)
         self.output_names = DenseCenterMaskPR(model).output_names()
-        if self.dense.output_names != self.output_names:
-            raise ValueError(
-                f"{path} has outputs {self.dense.output_names}, but this model needs "
-                f"{self.output_names} (exported from a different MASK_MODE, or by an older "
-                "version of centermask? Export it again)"
-            )
+        export = open_export(
+            export_dir,
+            expected_format=FORMAT,
+            providers=providers,
+            threads=threads,
+            expected_outputs=self.output_names,
+        )
+        self.dense, self.metadata = export.dense, export.metadata
 
     @property
     def device(self) -> torch.device:

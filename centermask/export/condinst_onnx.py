@@ -10,11 +10,9 @@ inputs) and the mask upsampling stay in PyTorch::
 """
 
 import copy
-import json
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-import torch
 from detectron2.modeling import build_model
 
 from centermask.acceleration.condinst_inference import (
@@ -25,18 +23,18 @@ from centermask.acceleration.condinst_inference import (
 from centermask.acceleration.fold_batchnorm import fold_frozen_batchnorm
 from centermask.modeling.condinst import CondInst
 
-from .onnx_export import (
+from .common import (
     DENSE_ONNX,
-    METADATA_JSON,
-    _sample_images,
     export_image_graph,
+    open_export,
+    sample_images,
     spatial_axes,
+    write_metadata,
 )
-from .onnx_predictor import OnnxModule, create_session
 
 __all__ = ["export_condinst_onnx", "OnnxCondInstPredictor"]
 
-_FORMAT = "condinst-onnx-v1"
+FORMAT = "condinst-onnx-v1"
 
 
 def export_condinst_onnx(
@@ -59,11 +57,11 @@ def export_condinst_onnx(
     fold_frozen_batchnorm(copied)
     dense = DenseCondInst.from_model(copied)
     names = dense.output_names()
-    paths = {"dense": output_dir / DENSE_ONNX, "metadata": output_dir / METADATA_JSON}
-    images = _sample_images(model, height, width)
+    paths = {"dense": output_dir / DENSE_ONNX}
+    images = sample_images(model, height, width)
     export_image_graph(dense, images, paths["dense"], spatial_axes(names), opset=opset)
     metadata = {
-        "format": _FORMAT,
+        "format": FORMAT,
         "dense_inputs": ["images"],
         "dense_outputs": names,
         "fcos_features": dense.fcos_features,
@@ -71,13 +69,13 @@ def export_condinst_onnx(
         "opset": opset,
         "traced_size": [height, width],
     }
-    paths["metadata"].write_text(json.dumps(metadata, indent=2))
+    paths["metadata"] = write_metadata(output_dir, metadata)
     return paths
 
 
 class OnnxCondInstPredictor(CondInstInference):
     """CondInst inference with the dense part in ONNX Runtime; outputs equal ``model(inputs)`` up
-    to float rounding (tests/test_condinst_export.py)."""
+    to float rounding (tests/export/test_condinst_onnx.py)."""
 
     def __init__(
         self,
@@ -93,29 +91,14 @@ class OnnxCondInstPredictor(CondInstInference):
             model: the model the graph was exported from, or one built from the same config
                 (only its settings and the dynamic mask head's buffers are used).
             export_dir: folder written by :func:`export_condinst_onnx`.
-            providers, threads: see :func:`~centermask.export.onnx_predictor.create_session`.
+            providers, threads: see :func:`~centermask.export.common.create_session`.
             postprocess_threads: torch CPU threads for decoding, mask head and post-processing.
         """
-        export_dir = Path(export_dir)
-        metadata_path = export_dir / METADATA_JSON
-        if not metadata_path.exists():
-            raise FileNotFoundError(
-                f"{metadata_path} not found: export the model first (tools/export_model.py)"
-            )
-        metadata = json.loads(metadata_path.read_text())
-        if metadata.get("format") != _FORMAT:
-            raise ValueError(
-                f"{metadata_path} is a {metadata.get('format')!r} export, not a CondInst one"
-            )
-        dense_path = export_dir / DENSE_ONNX
-        dense = OnnxModule(create_session(dense_path, providers, threads), path=dense_path)
-        if dense.output_names != metadata["dense_outputs"]:
-            raise ValueError(
-                f"{dense_path} outputs {dense.output_names}, but {metadata_path} lists "
-                f"{metadata['dense_outputs']}"
-            )
-        super().__init__(model.eval(), dense, postprocess_threads=postprocess_threads)
-        self.metadata = metadata
+        export = open_export(
+            export_dir, expected_format=FORMAT, providers=providers, threads=threads
+        )
+        super().__init__(model.eval(), export.dense, postprocess_threads=postprocess_threads)
+        self.metadata = export.metadata
 
     @classmethod
     def from_config(cls, cfg, export_dir, **kwargs) -> "OnnxCondInstPredictor":

@@ -1,6 +1,6 @@
 """Static int8 quantization of exported ONNX graphs, calibrated on the images of a data set.
 
-The float32 export (:func:`~centermask.export.onnx_export.export_onnx`) is quantized graph by graph
+The float32 export (:func:`~centermask.export.api.export_onnx`) is quantized graph by graph
 with ``onnxruntime.quantization.quantize_static``:
 
 * QDQ format (QuantizeLinear/DequantizeLinear pairs that onnxruntime fuses into integer kernels
@@ -12,7 +12,7 @@ with ``onnxruntime.quantization.quantize_static``:
 * named sensitive nodes (e.g. the final logits or box-regression convs) can stay float32.
 
 Calibration inputs are whatever each graph receives while a float32 predictor runs on the
-calibration images: every :class:`~centermask.export.onnx_predictor.OnnxModule` inside the
+calibration images: every :class:`~centermask.export.common.OnnxModule` inside the
 predictor records its inputs. So the mask heads are calibrated on the RoI features of real
 detections, and any model exported as several ONNX graphs run by ``OnnxModule`` s (CondInst,
 CenterMask-PR) quantizes with the same :func:`quantize_export`.
@@ -20,7 +20,7 @@ CenterMask-PR) quantizes with the same :func:`quantize_export`.
 The int8 folder has the float32 folder's layout (same file names, same metadata, plus
 ``quantization.json``), so the float32 folder's predictor (``OnnxCenterMaskPredictor``,
 ``OnnxCondInstPredictor``, ``OnnxCenterMaskPRPredictor``; see
-:func:`~centermask.export.onnx_predictor.build_onnx_predictor`) runs it unchanged.
+:func:`~centermask.export.api.build_onnx_predictor`) runs it unchanged.
 """
 
 import copy
@@ -40,8 +40,8 @@ from tqdm import tqdm
 
 from centermask.data import CheckedDatasetMapper
 
-from .onnx_export import export_onnx
-from .onnx_predictor import OnnxModule, build_onnx_predictor
+from .api import build_onnx_predictor, export_onnx
+from .common import OnnxModule
 
 __all__ = [
     "CALIBRATION_METHODS",

@@ -6,11 +6,11 @@ import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import ImageList, Instances
+from detectron2.structures import Instances
 from torch import nn
 
 from centermask.config import check_class_counts
-from centermask.modeling.preprocessing import normalize_and_pad
+from centermask.modeling.preprocessing import ImageNormalizer
 
 from .center_detector import CenterHeatmapDetector
 from .fcos_detector import FCOSPointDetector
@@ -23,7 +23,7 @@ DETECTORS = {"heatmap": CenterHeatmapDetector, "fcos": FCOSPointDetector}
 
 
 @META_ARCH_REGISTRY.register()
-class CenterMaskPR(nn.Module):
+class CenterMaskPR(ImageNormalizer):
     """CenterMask with point representation (Wang et al., CVPR 2020), called CenterMask-PR here.
 
     backbone -> detector (centre heatmap or FCOS: boxes, classes, one shape feature per
@@ -60,8 +60,7 @@ class CenterMaskPR(nn.Module):
         self.mask_head = mask_head
         self.mask_threshold = mask_threshold
         self.maskness_scores = maskness_scores
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.register_pixel_normalization(pixel_mean, pixel_std, backbone.size_divisibility)
 
     @classmethod
     def from_config(cls, cfg):
@@ -83,16 +82,6 @@ class CenterMaskPR(nn.Module):
             "mask_threshold": cfg.MODEL.CENTERMASK_PR.MASK_THRESHOLD,
             "maskness_scores": cfg.MODEL.CENTERMASK_PR.MASKNESS_SCORES,
         }
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
-        """Normalised images, padded to the backbone's ``size_divisibility``."""
-        return normalize_and_pad(
-            batched_inputs, self.pixel_mean, self.pixel_std, self.backbone.size_divisibility
-        )
 
     def forward(self, batched_inputs: List[Dict]):
         """Training: dict of losses. Inference: ``[{"instances": Instances}]`` per image."""

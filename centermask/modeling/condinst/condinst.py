@@ -12,11 +12,11 @@ from typing import Dict, List, Tuple
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
-from detectron2.structures import ImageList, Instances
+from detectron2.structures import Instances
 from torch import nn
 
 from centermask.modeling.fcos import FCOS
-from centermask.modeling.preprocessing import normalize_and_pad
+from centermask.modeling.preprocessing import ImageNormalizer
 
 from .dynamic_mask_head import DynamicMaskHead, predict_global_masks
 from .losses import dice_loss
@@ -30,7 +30,7 @@ _POSITIVE_FIELDS = ("locations", "fpn_levels", "top_feats", "logits_pred", "ctrn
 
 
 @META_ARCH_REGISTRY.register()
-class CondInst(nn.Module):
+class CondInst(ImageNormalizer):
     """CondInst: FCOS + controller + mask branch + dynamic mask head.
 
     Differences from AdelaiDet's implementation, none visible on its supported inputs: batches of
@@ -87,8 +87,7 @@ class CondInst(nn.Module):
         self.max_proposals = max_proposals
         self.topk_proposals_per_image = topk_proposals_per_image
         self.mask_threshold = mask_threshold
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.register_pixel_normalization(pixel_mean, pixel_std, backbone.size_divisibility)
 
     @classmethod
     def from_config(cls, cfg):
@@ -118,16 +117,6 @@ class CondInst(nn.Module):
             "max_proposals": condinst.MAX_PROPOSALS,
             "topk_proposals_per_image": condinst.TOPK_PROPOSALS_PER_IM,
         }
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
-        """Normalise and zero-pad the images to a multiple of the backbone's divisibility."""
-        return normalize_and_pad(
-            batched_inputs, self.pixel_mean, self.pixel_std, self.backbone.size_divisibility
-        )
 
     def forward(self, batched_inputs: List[Dict]):
         """detectron2's model interface: losses in training, per-image ``{"instances": ...}``

@@ -1,0 +1,161 @@
+"""CenterMask configuration keys.
+
+``add_centermask_config(cfg)`` adds every key of the original implementation (centermask2) with the
+same defaults to the config it is given. Unlike the original, it never touches detectron2's global
+defaults, so ``detectron2.config.get_cfg()`` stays untouched after ``import centermask``.
+"""
+
+import contextlib
+import logging
+from typing import Iterator
+
+from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg as _d2_get_cfg
+
+from .centermask_pr import add_centermask_pr_config
+from .condinst import add_condinst_config
+
+__all__ = [
+    "CenterMaskCfgNode",
+    "add_centermask_config",
+    "get_cfg",
+]
+
+
+class _MissingVersionFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "has no VERSION" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _missing_version_silenced() -> Iterator[None]:
+    """Drop detectron2's "Config '...' has no VERSION. Assuming it to be v2." while a file is
+    merged. The original centermask2 YAMLs (kept value for value) have no VERSION key, and the
+    assumption detectron2 then makes, the latest version, is the right one for them."""
+    compat_logger = logging.getLogger("detectron2.config.compat")
+    quiet = _MissingVersionFilter()
+    compat_logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        compat_logger.removeFilter(quiet)
+
+
+class CenterMaskCfgNode(CN):
+    """detectron2's ``CfgNode``, without the "has no VERSION" warning when merging a YAML file.
+
+    Only the root has this type: its sub-nodes stay detectron2 ``CfgNode`` objects, because yacs
+    refuses to merge nodes of different types (e.g. a sub-node a user adds with ``CfgNode()``).
+    """
+
+    @classmethod
+    def _create_config_tree_from_dict(cls, dic: dict, key_list: list) -> dict:
+        return CN._create_config_tree_from_dict(dic, key_list)
+
+    @classmethod
+    def _decode_cfg_value(cls, value):
+        return CN._decode_cfg_value(value)
+
+    def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = True) -> None:
+        with _missing_version_silenced():
+            super().merge_from_file(cfg_filename, allow_unsafe=allow_unsafe)
+
+
+def add_centermask_config(cfg: CN) -> CN:
+    """Add the CenterMask keys (VoVNet, MobileNet, FCOS, MaskIoU, ...) to ``cfg`` in place.
+
+    Calling it twice is harmless: keys that already exist keep their current values.
+    Returns ``cfg`` for convenience.
+    """
+    _C = cfg
+    if "FCOS" in _C.MODEL and "VOVNET" in _C.MODEL:
+        return cfg  # already added
+
+    _C.MODEL.MOBILENET = False
+    # Not in the original: keep the model's 4-D weights (and so its activations) in NHWC memory
+    # order. On CPU, oneDNN's convolutions, batch norm and pooling are faster in it (training
+    # iterations of the quickstart model: 1.1x with 1 thread, 1.35x with 2); outputs are the same
+    # up to float rounding. Off by default.
+    _C.MODEL.CHANNELS_LAST = False
+    # Not in the original: train for a wall-clock budget (minutes, training plus the final
+    # evaluation; 0 = off). WARMUP_ITERS, STEPS and MAX_ITER then only give the shape of the LR
+    # schedule (fractions of the training time) and training ends when the time is used
+    # (centermask.engine.time_budget).
+    _C.SOLVER.TIME_BUDGET_MINUTES = 0.0
+    # Time reserved for the final evaluation: seconds per test image, as a multiple of the
+    # measured training seconds per training image.
+    _C.SOLVER.TIME_BUDGET_EVAL_COST = 2.0
+
+    # ---------------------------------------------------------------------------------------- #
+    # FCOS proposal generator
+    # ---------------------------------------------------------------------------------------- #
+    _C.MODEL.FCOS = CN()
+    # Foreground classes only (no background slot). Must equal MODEL.ROI_HEADS.NUM_CLASSES.
+    _C.MODEL.FCOS.NUM_CLASSES = 80
+    _C.MODEL.FCOS.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
+    _C.MODEL.FCOS.FPN_STRIDES = [8, 16, 32, 64, 128]
+    _C.MODEL.FCOS.PRIOR_PROB = 0.01
+    _C.MODEL.FCOS.INFERENCE_TH_TRAIN = 0.05
+    _C.MODEL.FCOS.INFERENCE_TH_TEST = 0.05
+    _C.MODEL.FCOS.NMS_TH = 0.6
+    _C.MODEL.FCOS.PRE_NMS_TOPK_TRAIN = 1000
+    _C.MODEL.FCOS.PRE_NMS_TOPK_TEST = 1000
+    _C.MODEL.FCOS.POST_NMS_TOPK_TRAIN = 100
+    _C.MODEL.FCOS.POST_NMS_TOPK_TEST = 100
+    # 2: P6 and P7 on top of the FPN, 1: P6 only, 0: none.
+    _C.MODEL.FCOS.TOP_LEVELS = 2
+    _C.MODEL.FCOS.NORM = "GN"  # "GN" or "none"
+    _C.MODEL.FCOS.USE_SCALE = True
+    # Threshold candidates on cls * ctrness instead of cls alone.
+    _C.MODEL.FCOS.THRESH_WITH_CTR = False
+    _C.MODEL.FCOS.LOSS_ALPHA = 0.25
+    _C.MODEL.FCOS.LOSS_GAMMA = 2.0
+    _C.MODEL.FCOS.SIZES_OF_INTEREST = [64, 128, 256, 512]
+    _C.MODEL.FCOS.USE_RELU = True  # kept for YAML compatibility; ReLU is always applied
+    _C.MODEL.FCOS.USE_DEFORMABLE = False
+    _C.MODEL.FCOS.NUM_CLS_CONVS = 4
+    _C.MODEL.FCOS.NUM_BOX_CONVS = 4
+    _C.MODEL.FCOS.NUM_SHARE_CONVS = 0
+    _C.MODEL.FCOS.CENTER_SAMPLE = True
+    _C.MODEL.FCOS.POS_RADIUS = 1.5
+    _C.MODEL.FCOS.LOC_LOSS_TYPE = "giou"  # "iou", "linear_iou" or "giou"
+
+    # ---------------------------------------------------------------------------------------- #
+    # VoVNet backbone
+    # ---------------------------------------------------------------------------------------- #
+    _C.MODEL.VOVNET = CN()
+    _C.MODEL.VOVNET.CONV_BODY = "V-39-eSE"
+    _C.MODEL.VOVNET.OUT_FEATURES = ["stage2", "stage3", "stage4", "stage5"]
+    _C.MODEL.VOVNET.NORM = "FrozenBN"  # "FrozenBN", "BN", "SyncBN" or "GN"
+    _C.MODEL.VOVNET.OUT_CHANNELS = 256  # kept for YAML compatibility; unused
+    _C.MODEL.VOVNET.BACKBONE_OUT_CHANNELS = 256  # kept for YAML compatibility; unused
+    # Deformable convs on stages 2..5.
+    _C.MODEL.VOVNET.STAGE_WITH_DCN = (False, False, False, False)
+    _C.MODEL.VOVNET.WITH_MODULATED_DCN = False
+    _C.MODEL.VOVNET.DEFORMABLE_GROUPS = 1
+
+    # ---------------------------------------------------------------------------------------- #
+    # ROI heads: level assignment, MaskIoU, keypoints
+    # ---------------------------------------------------------------------------------------- #
+    # "ratio": CenterMask's adaptive RoI assignment (Eq. 2), "area": the FPN paper's rule.
+    _C.MODEL.ROI_MASK_HEAD.ASSIGN_CRITERION = "area"
+
+    _C.MODEL.MASKIOU_ON = False
+    _C.MODEL.MASKIOU_LOSS_WEIGHT = 1.0
+
+    _C.MODEL.ROI_MASKIOU_HEAD = CN()
+    _C.MODEL.ROI_MASKIOU_HEAD.NAME = "MaskIoUHead"
+    _C.MODEL.ROI_MASKIOU_HEAD.CONV_DIM = 256
+    _C.MODEL.ROI_MASKIOU_HEAD.NUM_CONV = 4
+
+    _C.MODEL.ROI_KEYPOINT_HEAD.IN_FEATURES = ["p2", "p3", "p4", "p5"]
+    _C.MODEL.ROI_KEYPOINT_HEAD.ASSIGN_CRITERION = "ratio"
+    add_condinst_config(_C)
+    add_centermask_pr_config(_C)
+    return cfg
+
+
+def get_cfg() -> CN:
+    """detectron2's default config plus the CenterMask keys (same name and module as the original),
+    as a :class:`CenterMaskCfgNode` (detectron2's ``CfgNode`` with a quiet ``merge_from_file``)."""
+    return add_centermask_config(CenterMaskCfgNode(_d2_get_cfg()))

@@ -1,0 +1,191 @@
+"""What the exporters and onnxruntime predictors of every design share.
+
+* file names of an export folder (:data:`DENSE_ONNX`, :data:`METADATA_JSON`, ...);
+* :func:`sample_images` and :func:`export_image_graph`: tracing the dense part of a model, images
+  in, named maps out, with a dynamic batch and image size;
+* :func:`create_session` and :class:`OnnxModule`: an onnxruntime session behind ``nn.Module``;
+* :func:`open_export`: what every predictor does first: read the folder's metadata, check that it
+  is an export of the expected kind, open the dense graph and check its outputs.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "DENSE_ONNX",
+    "DENSE_TORCHSCRIPT",
+    "MASK_HEADS_ONNX",
+    "METADATA_JSON",
+    "ExportFolder",
+    "OnnxModule",
+    "create_session",
+    "export_image_graph",
+    "open_export",
+    "sample_images",
+    "spatial_axes",
+    "write_metadata",
+]
+
+DENSE_ONNX = "dense.onnx"
+MASK_HEADS_ONNX = "mask_heads.onnx"
+METADATA_JSON = "centermask_export.json"
+DENSE_TORCHSCRIPT = "dense.ts"
+
+
+def sample_images(model: nn.Module, height: int, width: int) -> torch.Tensor:
+    """A deterministic (1, 3, height, width) tracing sample; the size must be a multiple of the
+    backbone's ``size_divisibility``."""
+    divisor = max(model.backbone.size_divisibility, 1)
+    if height % divisor or width % divisor:
+        raise ValueError(
+            f"export sample size {height}x{width} must be a multiple of the backbone's "
+            f"size_divisibility ({divisor})"
+        )
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn((1, 3, height, width), generator=generator) * 50.0
+
+
+def spatial_axes(names: Sequence[str]) -> Dict[str, Dict[int, str]]:
+    """Dynamic batch and spatial axes of (N, C, H, W) outputs, each with its own H and W."""
+    return {name: {0: "batch", 2: f"{name}_h", 3: f"{name}_w"} for name in names}
+
+
+def export_image_graph(
+    module: nn.Module,
+    images: torch.Tensor,
+    path: Path,
+    output_axes: Dict[str, Dict[int, str]],
+    *,
+    opset: int,
+) -> None:
+    """Export ``module``, (N, 3, H, W) ``images`` -> the outputs named (in order) by
+    ``output_axes``, with a dynamic batch and image size and the given dynamic output axes."""
+    dynamic = {"images": {0: "batch", 2: "height", 3: "width"}, **output_axes}
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            (images,),
+            str(path),
+            input_names=["images"],
+            output_names=list(output_axes),
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def write_metadata(output_dir: Path, metadata: Dict) -> Path:
+    """Write the folder's ``centermask_export.json``; ``metadata["format"]`` names the design."""
+    path = Path(output_dir) / METADATA_JSON
+    path.write_text(json.dumps(metadata, indent=2))
+    return path
+
+
+def create_session(path, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None):
+    """An onnxruntime InferenceSession with all graph optimisations.
+
+    Args:
+        path: the .onnx file.
+        providers: execution providers; default CUDA (when onnxruntime has it) then CPU.
+        threads: intra-op threads; default ``torch.get_num_threads()``.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if providers is None:
+        available = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    return ort.InferenceSession(str(path), options, providers=list(providers))
+
+
+class OnnxModule(nn.Module):
+    """An ONNX Runtime session behind an ``nn.Module`` interface: tensors in, tensors out.
+
+    Forward hooks work as for any module (the benchmark times it as one stage).
+    """
+
+    def __init__(self, session, output_device: Optional[torch.device] = None, path=None):
+        """``path``: the graph's file, for tools that work on the graphs a predictor runs (int8
+        calibration records each graph's inputs by it)."""
+        super().__init__()
+        self.session = session
+        self.path = Path(path) if path is not None else None
+        self.input_names = [x.name for x in session.get_inputs()]
+        self.output_names = [x.name for x in session.get_outputs()]
+        self.output_device = output_device
+
+    def forward(self, *inputs: torch.Tensor) -> tuple:
+        if len(inputs) != len(self.input_names):
+            raise ValueError(f"expected inputs {self.input_names}, got {len(inputs)} tensors")
+        feed = {
+            name: np.ascontiguousarray(x.detach().cpu().numpy())
+            for name, x in zip(self.input_names, inputs)
+        }
+        device = self.output_device or inputs[0].device
+        return tuple(torch.from_numpy(y).to(device) for y in self.session.run(None, feed))
+
+    def __deepcopy__(self, memo):
+        # Sessions cannot be copied; a copy shares it (it holds no mutable state of ours).
+        return self
+
+
+@dataclass
+class ExportFolder:
+    """An opened export: its metadata and the dense graph's session."""
+
+    path: Path
+    metadata: Dict
+    dense: OnnxModule
+
+
+def open_export(
+    export_dir,
+    *,
+    expected_format: str,
+    providers: Optional[Sequence[str]] = None,
+    threads: Optional[int] = None,
+    expected_outputs: Optional[List[str]] = None,
+) -> ExportFolder:
+    """Read ``export_dir``'s metadata, check it is a ``expected_format`` export and open its dense
+    graph (``metadata["dense_graph"]``, default :data:`DENSE_ONNX`), whose outputs must be those
+    the metadata lists (and ``expected_outputs``, when the model decides them).
+
+    Every failure names the file and what to do.
+    """
+    export_dir = Path(export_dir)
+    metadata_path = export_dir / METADATA_JSON
+    if not metadata_path.exists():
+        raise FileNotFoundError(
+            f"{metadata_path} not found: export the model first (tools/deploy/export_model.py)"
+        )
+    metadata = json.loads(metadata_path.read_text())
+    found = metadata.get("format")
+    if found != expected_format:
+        raise ValueError(
+            f"{metadata_path} describes a {found!r} export, but this predictor reads "
+            f"{expected_format!r} exports: export this model again"
+        )
+    dense_path = export_dir / metadata.get("dense_graph", DENSE_ONNX)
+    dense = OnnxModule(create_session(dense_path, providers, threads), path=dense_path)
+    if dense.output_names != metadata["dense_outputs"]:
+        raise ValueError(
+            f"{dense_path} outputs {dense.output_names}, but {metadata_path} lists "
+            f"{metadata['dense_outputs']}"
+        )
+    if expected_outputs is not None and dense.output_names != list(expected_outputs):
+        raise ValueError(
+            f"{dense_path} has outputs {dense.output_names}, but this model needs "
+            f"{list(expected_outputs)}: export this model's config again"
+        )
+    return ExportFolder(export_dir, metadata, dense)
