@@ -20,7 +20,7 @@ from centermask.modeling.condinst.dynamic_mask_head import predict_global_masks
 from centermask.modeling.condinst.postprocess import postprocess_detections
 from centermask.modeling.preprocessing import ImageNormalizer
 
-from .dtypes import DtypeLike, require_float32
+from .dtypes import DtypeLike, autocast_to, compile_dense, parse_dtype
 from .fold_batchnorm import fold_frozen_batchnorm
 from .fused_modules import FusedFCOSHead, fuse_conv_activations
 from .inference_model import FCOSDecoding, limited_threads
@@ -107,6 +107,7 @@ class CondInstInference(ImageNormalizer):
         dense: Optional[nn.Module] = None,
         *,
         channels_last: bool = False,
+        dtype: Optional[torch.dtype] = None,
         postprocess_threads: Optional[int] = None,
     ):
         """
@@ -114,6 +115,8 @@ class CondInstInference(ImageNormalizer):
             model: the CondInst model; its modules are shared, not copied.
             dense: replaces ``DenseCondInst.from_model(model)``; same tensors in and out.
             channels_last: feed the dense part NHWC-strided images.
+            dtype: run the dense part under autocast to this dtype; decoding, the dynamic mask
+                head and the mask upsampling stay in float32.
             postprocess_threads: CPU intra-op threads for FCOS decoding (None: the global
                 setting); the mask head and the mask upsampling use all threads.
         """
@@ -129,6 +132,7 @@ class CondInstInference(ImageNormalizer):
         )
         self.decoding = FCOSDecoding.from_fcos(model.proposal_generator)
         self.channels_last = channels_last
+        self.dtype = dtype
         self.postprocess_threads = postprocess_threads
         self.train(False)
 
@@ -139,7 +143,9 @@ class CondInstInference(ImageNormalizer):
             tensor = images.tensor
             if self.channels_last:
                 tensor = tensor.contiguous(memory_format=torch.channels_last)
-            outputs = [x.float() for x in self.dense(tensor)]
+            with autocast_to(self.device, self.dtype):
+                outputs = self.dense(tensor)
+            outputs = [x.float() for x in outputs]
             logits, bbox_reg, ctrness, top_feats, mask_feats = split_condinst_outputs(
                 outputs, self.num_levels
             )
@@ -184,17 +190,20 @@ def optimize_condinst_for_inference(
 ) -> CondInstInference:
     """:func:`centermask.optimize_for_inference` for CondInst: frozen and eval-mode BatchNorms
     folded into their convs (backbone and mask branch), conv + ReLU fused, the FCOS towers
-    merged, NHWC memory order on the CPU, optional ``torch.compile`` of the dense part; float32
-    only (``dtype``)."""
-    require_float32("CondInst", dtype)
+    merged, NHWC memory order on the CPU (and on CUDA with a 16-bit ``dtype``), optional
+    ``torch.compile`` of the dense part (dynamic shapes,
+    :func:`~centermask.acceleration.dtypes.compile_dense`), optional autocast of the dense part
+    to ``dtype`` ("fp16" / "bf16") with float32 decoding and mask head."""
     check_condinst_model(model)
+    dtype = parse_dtype(dtype)
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
     if fold_frozen_bn:
         fold_frozen_batchnorm(model)
     if channels_last is None:
-        channels_last = model.pixel_mean.device.type == "cpu"
+        half = dtype in (torch.float16, torch.bfloat16)
+        channels_last = model.pixel_mean.device.type == "cpu" or half
     dense = DenseCondInst.from_model(model)
     if fuse:
         fused_head = FusedFCOSHead.from_head(dense.fcos_head)
@@ -205,7 +214,11 @@ def optimize_condinst_for_inference(
     if channels_last:
         dense = dense.to(memory_format=torch.channels_last)
     if compile:
-        dense = torch.compile(dense, dynamic=False, options={"freezing": True})
+        dense = compile_dense(dense)
     return CondInstInference(
-        model, dense, channels_last=channels_last, postprocess_threads=postprocess_threads
+        model,
+        dense,
+        channels_last=channels_last,
+        dtype=dtype,
+        postprocess_threads=postprocess_threads,
     )

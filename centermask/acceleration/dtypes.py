@@ -1,10 +1,12 @@
-"""The ``dtype`` option of the inference optimisers: names, and designs that run in float32 only."""
+"""The ``dtype`` and ``compile`` options of the inference optimisers, shared by every design."""
 
+from contextlib import nullcontext
 from typing import Optional, Union
 
 import torch
+from torch import nn
 
-__all__ = ["DtypeLike", "parse_dtype", "require_float32"]
+__all__ = ["DtypeLike", "parse_dtype", "autocast_to", "compile_dense"]
 
 DtypeLike = Union[None, str, torch.dtype]
 
@@ -28,9 +30,27 @@ def parse_dtype(dtype: DtypeLike) -> Optional[torch.dtype]:
     return _DTYPES[dtype.lower()]
 
 
-def require_float32(design: str, dtype: DtypeLike, compile: bool = False) -> None:
-    """Raise a ValueError naming the option when ``design`` cannot run as asked."""
-    if parse_dtype(dtype) not in (None, torch.float32):
-        raise ValueError(f"dtype {dtype!r}: {design} is optimised in float32 only")
-    if compile:
-        raise ValueError(f"compile=True: {design} is optimised without torch.compile only")
+def autocast_to(device: torch.device, dtype: Optional[torch.dtype]):
+    """A context autocasting to ``dtype`` on ``device``'s type (nothing for None / float32).
+
+    The optimisers run only the dense part (backbone, FPN, dense heads) inside it and cast its
+    outputs back to float32: decoding, NMS, mask assembly and pasting compare scores and
+    coordinates, where 16-bit rounding would change which detections survive.
+    """
+    if dtype is None or dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def compile_dense(dense: nn.Module) -> nn.Module:
+    """``torch.compile`` the dense part with dynamic shapes and frozen weights.
+
+    Dynamic shapes: inference pads every image to a multiple of the backbone's
+    ``size_divisibility`` only, so COCO evaluation feeds dozens of different (H, W). With static
+    shapes each new size recompiles, and past dynamo's recompile limit (8) the module silently
+    falls back to eager after minutes of compiling. With ``dynamic=True`` the first call compiles
+    a graph symbolic in batch, height and width, and later sizes reuse it (measured on the CPU
+    with a tiny CenterMask: see docs/BENCHMARKS.md). Freezing lets inductor treat the weights as
+    constants (conv weight prepacking and conv + bias + ReLU fusion on the CPU).
+    """
+    return torch.compile(dense, dynamic=True, options={"freezing": True})

@@ -19,7 +19,7 @@ Build it with :func:`centermask.optimize_for_inference` or
 :class:`centermask.export.centermask_onnx.OnnxCenterMaskPredictor`.
 """
 
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -36,6 +36,8 @@ from centermask.modeling.fcos.targets import compute_locations
 from centermask.modeling.preprocessing import ImageNormalizer
 from centermask.modeling.roi_heads import CenterROIHeads
 from centermask.modeling.roi_heads.maskiou_head import maskiou_inference
+
+from .dtypes import autocast_to
 
 __all__ = [
     "DenseCenterMask",
@@ -269,18 +271,13 @@ class CenterMaskInference(ImageNormalizer):
         self.postprocess_threads = postprocess_threads
         self.train(False)
 
-    def _autocast(self):
-        if self.dtype is None or self.dtype == torch.float32:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
-
     def run_dense(
         self, images: torch.Tensor
     ) -> Tuple[Dict[str, torch.Tensor], List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
         """(N, 3, H, W) padded images -> (RoI features, logits, bbox_reg, ctrness), float32."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with self._autocast():
+        with autocast_to(self.device, self.dtype):
             outputs = self.dense(images)
         outputs = [x.float() for x in outputs]
         return split_dense_outputs(outputs, self.roi_feature_names, self.num_levels)

@@ -13,7 +13,7 @@ from torch import nn
 
 from centermask.designs import design_of, resolve
 
-from .dtypes import DtypeLike, parse_dtype
+from .dtypes import DtypeLike, compile_dense, parse_dtype
 from .fold_batchnorm import fold_frozen_batchnorm
 from .fused_modules import ClassSelectedMaskPredictor, FusedFCOSHead, fuse_conv_activations
 from .inference_model import CenterMaskInference, DenseCenterMask, check_centermask_model
@@ -34,8 +34,8 @@ def optimize_for_inference(model: nn.Module, **options) -> nn.Module:
     ``options`` (keyword-only, the same for every design; see
     :func:`optimize_centermask_for_inference` for what each does): ``fold_frozen_bn``,
     ``channels_last``, ``compile``, ``dtype``, ``fuse``, ``postprocess_threads``, ``inplace``.
-    CondInst runs in float32; CenterMask-PR in float32 without ``compile``: other values raise a
-    ValueError naming the option.
+    Every design autocasts its dense part (backbone, FPN, dense heads) to ``dtype`` and runs
+    decoding and post-processing in float32.
     """
     return resolve(design_of(model).optimize)(model, **options)
 
@@ -82,8 +82,9 @@ def optimize_centermask_for_inference(
         fold_frozen_bn: fold FrozenBatchNorm2d (and eval-mode BatchNorm2d) into the convs.
         channels_last: NHWC memory format for the dense part and the mask heads. Default: on for
             CPU, and on CUDA only with a 16-bit ``dtype`` (tensor cores prefer NHWC).
-        compile: ``torch.compile`` the dense part (with weight freezing). The first call per input
-            size compiles, which takes minutes on a small CPU.
+        compile: ``torch.compile`` the dense part with dynamic shapes and weight freezing
+            (:func:`~centermask.acceleration.dtypes.compile_dense`). The first call compiles
+            (minutes on a small CPU); other input sizes reuse the graph.
         dtype: None / "fp32" for float32, or "fp16" / "bf16" to autocast the dense part.
         fuse: apply the fusions listed above (conv + activation fusion is skipped with
             ``compile``, which fuses by itself).
@@ -125,9 +126,7 @@ def optimize_centermask_for_inference(
         # The mask and MaskIoU convs run on up to 100 RoIs of 14x14: 10-20% faster in NHWC too.
         model.roi_heads.to(memory_format=torch.channels_last)
     if compile:
-        # Freezing lets inductor treat the weights as constants (conv weight prepacking and
-        # conv + bias + ReLU fusion on the CPU).
-        dense = torch.compile(dense, dynamic=False, options={"freezing": True})
+        dense = compile_dense(dense)
     pipeline = CenterMaskInference(
         model,
         dense,

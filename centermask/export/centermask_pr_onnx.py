@@ -19,11 +19,12 @@ Usage::
 
 import copy
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
 
+from centermask.acceleration.centermask_pr_inference import DenseCenterMaskPR
 from centermask.acceleration.fold_batchnorm import fold_frozen_batchnorm
 from centermask.modeling.centermask_pr import CenterHeatmapDetector, CenterMaskPR
 
@@ -49,32 +50,6 @@ def _check_heatmap_model(model: nn.Module) -> None:
             "(MODEL.CENTERMASK_PR.DETECTOR 'heatmap'), got "
             f"{type(model.detector).__name__}"
         )
-
-
-class DenseCenterMaskPR(nn.Module):
-    """Backbone + dense heads with tensor outputs: (N, 3, H, W) normalised padded images ->
-    heatmap logits, the detector's input feature (its other heads run at the peaks only) and
-    the saliency logits (without the local-only model), all at the heads' stride."""
-
-    def __init__(self, model: CenterMaskPR):
-        super().__init__()
-        _check_heatmap_model(model)
-        self.backbone = model.backbone
-        self.detector = model.detector
-        self.mask_head = model.mask_head
-
-    def output_names(self) -> List[str]:
-        names = ["heatmap", "head_input"]
-        if self.mask_head.saliency_head is not None:
-            names.append("saliency")
-        return names
-
-    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        features = self.backbone(images)
-        head_input = features[self.detector.in_feature]
-        saliency = self.mask_head.saliency_map(features)
-        outputs = (self.detector.heatmap_head(head_input), head_input, saliency)
-        return tuple(x for x in outputs if x is not None)
 
 
 def export_centermask_pr_onnx(

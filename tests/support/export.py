@@ -139,3 +139,32 @@ def check_qdq_int8_graph(path) -> None:
         assert not initializers[node.input[2]].any(), node.name  # symmetric: zero points are 0
     activations_q = [n for n in graph.node if n.op_type == "QuantizeLinear"]
     assert activations_q and all(initializers[n.input[2]].dtype == np.uint8 for n in activations_q)
+
+
+def assert_detections_agree(
+    expected: Instances,
+    got: Instances,
+    *,
+    iou_threshold: float = 0.99,
+    min_match_rate: float = 1.0,
+    score_atol: float = 1e-4,
+    max_empty_fraction: float = 0.1,
+    min_masks_agreeing: float = 1.0,
+):
+    """One image's detections agree: matched one-to-one by class and box IoU (at least
+    ``min_match_rate`` of them), matched scores within ``score_atol``, every matched mask agreeing
+    per instance (IoU >= 0.98 or <= 2 pixels differ), and the compared reference masks non-empty
+    (at most ``max_empty_fraction`` empty), so that returning no mask at all fails."""
+    from centermask.export.agreement import detection_agreement
+
+    agreement = detection_agreement(expected, got, iou_threshold=iou_threshold)
+    summary = f"{agreement} of {len(expected)} reference detections"
+    assert agreement.matched > 0, summary
+    assert agreement.match_rate >= min_match_rate, summary
+    assert got.pred_masks.shape[1:] == expected.pred_masks.shape[1:], summary
+    assert agreement.masks_agreeing >= min_masks_agreeing * agreement.matched, summary
+    assert agreement.empty_reference_masks <= max_empty_fraction * agreement.matched, summary
+    ref, cand = (torch.tensor(index) for index in zip(*agreement.pairs))
+    scores = (expected.scores[ref] - got.scores[cand]).abs().max()
+    assert scores <= score_atol, f"score difference {float(scores)}; {summary}"
+    return agreement

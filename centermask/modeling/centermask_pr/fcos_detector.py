@@ -17,7 +17,17 @@ from centermask.modeling.fcos import FCOS
 
 from .mask_head import MaskQueries
 
-__all__ = ["FCOSPointDetector"]
+__all__ = ["FCOSPointDetector", "as_point_detections"]
+
+
+def as_point_detections(detections: List[Instances]) -> List[Instances]:
+    """FCOS detections decoded with the box towers as ``top_feats`` -> CenterMask-PR detections:
+    ``top_feat`` becomes ``shape_features``; the FCOS-only fields are dropped (in place)."""
+    for instances in detections:
+        instances.shape_features = instances.top_feat
+        for name in ("top_feat", "fpn_levels", "locations"):
+            instances.remove(name)
+    return detections
 
 
 class FCOSPointDetector(nn.Module):
@@ -60,11 +70,7 @@ class FCOSPointDetector(nn.Module):
     ) -> Union[Tuple[MaskQueries, Dict[str, torch.Tensor]], List[Instances]]:
         if not self.training:
             detections, _ = self.fcos(images, features, top_module=self.tower_features)
-            for instances in detections:
-                instances.shape_features = instances.top_feat
-                for name in ("top_feat", "fpn_levels", "locations"):
-                    instances.remove(name)
-            return detections
+            return as_point_detections(detections)
         positives, losses = self.fcos(
             images, features, gt_instances, top_module=self.tower_features
         )
