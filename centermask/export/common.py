@@ -88,12 +88,31 @@ def write_metadata(output_dir: Path, metadata: Dict) -> Path:
     return path
 
 
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+def _installed_onnxruntime() -> str:
+    """The installed onnxruntime distribution(s) with versions, e.g. "onnxruntime 1.17.0"."""
+    from importlib import metadata
+
+    found = []
+    for name in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"):
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return ", ".join(found) or "an onnxruntime of unknown distribution"
+
+
 def create_session(path, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None):
     """An onnxruntime InferenceSession with all graph optimisations.
 
     Args:
         path: the .onnx file.
-        providers: execution providers; default CUDA (when onnxruntime has it) then CPU.
+        providers: execution providers; default CUDA (when onnxruntime has it) then CPU. Asking
+            for ``CUDAExecutionProvider`` when the installed onnxruntime has none (the CPU-only
+            ``onnxruntime`` package, or CUDA libraries it cannot load) is a RuntimeError naming
+            the installed package: install ``onnxruntime-gpu`` instead.
         threads: intra-op threads; default ``torch.get_num_threads()``.
     """
     import onnxruntime as ort
@@ -103,19 +122,74 @@ def create_session(path, providers: Optional[Sequence[str]] = None, threads: Opt
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    available = ort.get_available_providers()
     if providers is None:
-        available = ort.get_available_providers()
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    return ort.InferenceSession(str(path), options, providers=list(providers))
+        providers = [p for p in (CUDA_PROVIDER, "CPUExecutionProvider") if p in available]
+    providers = list(providers)
+    wants_cuda = any((p[0] if isinstance(p, tuple) else p) == CUDA_PROVIDER for p in providers)
+    no_cuda = (
+        f"{CUDA_PROVIDER} was requested for {path}, but the installed {_installed_onnxruntime()} "
+        "{}: uninstall it and install onnxruntime-gpu (matching the CUDA version of torch), or "
+        "ask for providers=['CPUExecutionProvider']"
+    )
+    if wants_cuda and CUDA_PROVIDER not in available:
+        raise RuntimeError(no_cuda.format(f"offers only {available}"))
+    session = ort.InferenceSession(str(path), options, providers=providers)
+    if wants_cuda and CUDA_PROVIDER not in session.get_providers():
+        # onnxruntime-gpu falls back to the CPU with a log line when CUDA / cuDNN do not load.
+        raise RuntimeError(no_cuda.format("could not load it (CUDA or cuDNN libraries missing?)"))
+    return session
+
+
+# onnxruntime element types -> torch dtypes, for binding torch tensors to a session.
+_ORT_TYPES = {
+    torch.float32: np.float32,
+    torch.float16: np.float16,
+    torch.int64: np.int64,
+    torch.int32: np.int32,
+    torch.uint8: np.uint8,
+    torch.int8: np.int8,
+    torch.bool: np.bool_,
+}
+
+
+def _device_index(device: torch.device) -> int:
+    if device.type == "cuda" and device.index is None:
+        return torch.cuda.current_device()
+    return device.index or 0
+
+
+def _ortvalue_to_torch(value) -> torch.Tensor:
+    """An onnxruntime OrtValue as a torch tensor on the same device, without a host copy."""
+    c_value = value._get_c_value() if hasattr(value, "_get_c_value") else value
+    if hasattr(c_value, "__dlpack__"):
+        return torch.from_dlpack(c_value)
+    if value.device_name().lower() == "cpu":
+        return torch.from_numpy(value.numpy())
+    raise RuntimeError(
+        f"the installed {_installed_onnxruntime()} cannot hand {value.device_name()} outputs to "
+        "torch (no DLPack): install a newer onnxruntime-gpu"
+    )
 
 
 class OnnxModule(nn.Module):
     """An ONNX Runtime session behind an ``nn.Module`` interface: tensors in, tensors out.
 
-    Forward hooks work as for any module (the benchmark times it as one stage).
+    With ``io_binding`` (default: when the session runs on CUDA) the inputs are bound where they
+    are (a CUDA tensor's memory is read in place) and the outputs stay on the session's device
+    and come back as torch tensors through DLPack: no host round trip. Without it, inputs go
+    through host numpy arrays and the outputs are copied to ``output_device`` (default: the
+    first input's device). Forward hooks work as for any module (the benchmark times it as one
+    stage).
     """
 
-    def __init__(self, session, output_device: Optional[torch.device] = None, path=None):
+    def __init__(
+        self,
+        session,
+        output_device: Optional[torch.device] = None,
+        path=None,
+        io_binding: Optional[bool] = None,
+    ):
         """``path``: the graph's file, for tools that work on the graphs a predictor runs (int8
         calibration records each graph's inputs by it)."""
         super().__init__()
@@ -124,16 +198,46 @@ class OnnxModule(nn.Module):
         self.input_names = [x.name for x in session.get_inputs()]
         self.output_names = [x.name for x in session.get_outputs()]
         self.output_device = output_device
+        if io_binding is None:
+            io_binding = CUDA_PROVIDER in session.get_providers()
+        self.io_binding = io_binding
 
     def forward(self, *inputs: torch.Tensor) -> tuple:
         if len(inputs) != len(self.input_names):
             raise ValueError(f"expected inputs {self.input_names}, got {len(inputs)} tensors")
+        device = torch.device(self.output_device or inputs[0].device)
+        if self.io_binding:
+            return self._run_bound(inputs, device)
         feed = {
             name: np.ascontiguousarray(x.detach().cpu().numpy())
             for name, x in zip(self.input_names, inputs)
         }
-        device = self.output_device or inputs[0].device
         return tuple(torch.from_numpy(y).to(device) for y in self.session.run(None, feed))
+
+    def _run_bound(self, inputs: Sequence[torch.Tensor], device: torch.device) -> tuple:
+        """One run with inputs bound in place and outputs allocated on ``device``."""
+        binding = self.session.io_binding()
+        inputs = [x.detach().contiguous() for x in inputs]  # kept alive until the run ends
+        for name, x in zip(self.input_names, inputs):
+            if x.dtype not in _ORT_TYPES:
+                raise TypeError(f"input {name!r}: dtype {x.dtype} cannot be bound to onnxruntime")
+            binding.bind_input(
+                name,
+                x.device.type,
+                _device_index(x.device),
+                _ORT_TYPES[x.dtype],
+                tuple(x.shape),
+                x.data_ptr(),
+            )
+        for name in self.output_names:
+            binding.bind_output(name, device.type, _device_index(device))
+        if any(x.is_cuda for x in inputs):
+            # onnxruntime reads the inputs on its own stream: torch's writes must be done.
+            torch.cuda.current_stream(inputs[0].device).synchronize()
+        self.session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        # Views of onnxruntime's buffers, which the DLPack capsules keep alive.
+        return tuple(_ortvalue_to_torch(y) for y in binding.get_outputs())
 
     def __deepcopy__(self, memo):
         # Sessions cannot be copied; a copy shares it (it holds no mutable state of ours).
