@@ -59,7 +59,9 @@ class DenseCenterMaskPR(nn.Module):
     def output_names(self) -> List[str]:
         if self.fcos:
             levels = self.detector.in_features
-            names = [f"{k}_{f}" for k in ("logits", "bbox_reg", "ctrness", "towers") for f in levels]
+            names = [
+                f"{k}_{f}" for k in ("logits", "bbox_reg", "ctrness", "towers") for f in levels
+            ]
         else:
             names = ["heatmap", "head_input"]
         if self.mask_head.saliency_head is not None:
@@ -107,9 +109,7 @@ class CenterMaskPRInference(nn.Module):
         self.model = model
         self.dense = dense if dense is not None else layout
         self.output_names = layout.output_names()
-        self.fcos_decoding = (
-            FCOSDecoding.from_fcos(model.detector.fcos) if layout.fcos else None
-        )
+        self.fcos_decoding = FCOSDecoding.from_fcos(model.detector.fcos) if layout.fcos else None
         self.channels_last = channels_last
         self.dtype = dtype
         self.train(False)

@@ -48,9 +48,11 @@ def compile_dense(dense: nn.Module) -> nn.Module:
     Dynamic shapes: inference pads every image to a multiple of the backbone's
     ``size_divisibility`` only, so COCO evaluation feeds dozens of different (H, W). With static
     shapes each new size recompiles, and past dynamo's recompile limit (8) the module silently
-    falls back to eager after minutes of compiling. With ``dynamic=True`` the first call compiles
-    a graph symbolic in batch, height and width, and later sizes reuse it (measured on the CPU
-    with a tiny CenterMask: see docs/BENCHMARKS.md). Freezing lets inductor treat the weights as
-    constants (conv weight prepacking and conv + bias + ReLU fusion on the CPU).
+    falls back to eager after minutes of compiling. With ``dynamic=True`` a graph symbolic in
+    batch, height and width serves every later size. Measured on a 2-core CPU with a tiny
+    CenterMask-PR (inputs 64x96, 96x128, 128x160, then 64x96 again; seconds per call):
+    static 101 / 19 / 19 / 0.01 (one compile per size), dynamic 101 / 40 / 0.07 / 0.03 (a second
+    compile generalises the first graph's guards, then no more). Freezing lets inductor treat the
+    weights as constants (conv weight prepacking and conv + bias + ReLU fusion on the CPU).
     """
     return torch.compile(dense, dynamic=True, options={"freezing": True})

@@ -20,7 +20,7 @@ config's training resize, ``annotations_to_instances``), in the main process, wh
 import copy
 import statistics
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import cv2
 import numpy as np
@@ -36,21 +36,28 @@ from centermask.modeling.backbone.osa import ConvUnitSequence
 from centermask.modeling.fcos import FCOS
 from centermask.modeling.fcos.losses import centerness_targets, fcos_losses
 
-__all__ = ["StraightforwardLossFCOS", "synthetic_training_record", "benchmark_training"]
+__all__ = [
+    "StraightforwardLossFCOS",
+    "benchmark_training",
+    "straightforward_copy",
+    "synthetic_training_record",
+]
 
 
 def _straightforward_targets(fcos: FCOS, locations, gt_instances):
-    """labels (N, L), reg_targets (N, L, 4): per image, per level, per GT box in Python."""
-    labels_all, reg_all = [], []
+    """labels (N, L), reg_targets (N, L, 4), gt_index (N, L): per image, per level, per GT box in
+    Python (what :func:`~centermask.modeling.fcos.targets.fcos_targets` computes at once)."""
+    labels_all, reg_all, index_all = [], [], []
     for instances in gt_instances:
         boxes = instances.gt_boxes.tensor.to(locations[0].dtype)
         classes = instances.gt_classes
-        labels_img, reg_img = [], []
+        labels_img, reg_img, index_img = [], [], []
         for level_locations, stride, (lo, hi) in zip(locations, fcos.strides, fcos.size_ranges):
             xs, ys = level_locations[:, 0], level_locations[:, 1]
             best_area = torch.full_like(xs, float("inf"))
-            labels = torch.full((len(xs),), fcos.num_classes, dtype=torch.int64)
-            reg = torch.zeros((len(xs), 4), dtype=xs.dtype)
+            labels = torch.full((len(xs),), fcos.num_classes, dtype=torch.int64, device=xs.device)
+            reg = torch.zeros((len(xs), 4), dtype=xs.dtype, device=xs.device)
+            gt_index = torch.zeros((len(xs),), dtype=torch.int64, device=xs.device)
             for g in range(len(boxes)):
                 x0, y0, x1, y1 = boxes[g]
                 distances = torch.stack((xs - x0, ys - y0, x1 - xs, y1 - ys), dim=1)
@@ -67,21 +74,29 @@ def _straightforward_targets(fcos: FCOS, locations, gt_instances):
                 best_area = torch.where(better, area, best_area)
                 labels[better] = classes[g]
                 reg[better] = distances[better]
+                gt_index[better] = g
             labels_img.append(labels)
             reg_img.append(reg / float(stride))
+            index_img.append(gt_index)
         labels_all.append(torch.cat(labels_img))
         reg_all.append(torch.cat(reg_img))
-    return torch.stack(labels_all), torch.stack(reg_all)
+        index_all.append(torch.cat(index_img))
+    return torch.stack(labels_all), torch.stack(reg_all), torch.stack(index_all)
 
 
 class StraightforwardLossFCOS(FCOS):
-    """FCOS whose losses use :func:`_straightforward_targets` and a loop over images."""
+    """FCOS whose training targets come from :func:`_straightforward_targets` and whose losses
+    loop over images. FCOS's training step reaches both through ``_targets`` and
+    ``_losses_from_targets``, which this class overrides (also for CondInst and CenterMask-PR's
+    FCOS detector, which read the GT index of each positive)."""
 
-    def losses(self, locations, logits, bbox_reg, ctrness, gt_instances):
-        labels, reg_targets = _straightforward_targets(self, locations, gt_instances)
+    def _targets(self, locations, gt_instances):
+        return _straightforward_targets(self, locations, gt_instances)
+
+    def _losses_from_targets(self, logits, bbox_reg, ctrness, labels, reg_targets):
         sums = {"loss_fcos_cls": 0.0, "loss_fcos_loc": 0.0, "loss_fcos_ctr": 0.0}
         num_positive, ctr_total = 0.0, 0.0
-        for i in range(len(gt_instances)):
+        for i in range(labels.shape[0]):
             flat = [
                 torch.cat([x[i].permute(1, 2, 0).reshape(-1, x.shape[1]) for x in outputs])
                 for outputs in (logits, bbox_reg, ctrness)
@@ -113,6 +128,22 @@ class StraightforwardLossFCOS(FCOS):
             "loss_fcos_loc": sums["loss_fcos_loc"] / torch.as_tensor(ctr_total).clamp(min=1e-6),
             "loss_fcos_ctr": sums["loss_fcos_ctr"] / num_positive,
         }
+
+
+def straightforward_copy(model: torch.nn.Module) -> Tuple[torch.nn.Module, List[str]]:
+    """A deep copy of ``model`` in NCHW order with every FCOS module computing its targets and
+    losses the straightforward way and every frozen norm applied after its conv; also the names
+    of the FCOS modules switched (none for models without FCOS, e.g. CenterMask-PR's heatmap
+    detector)."""
+    naive = copy.deepcopy(model).train().to(memory_format=torch.contiguous_format)
+    switched = []
+    for name, module in naive.named_modules():
+        if isinstance(module, FCOS):
+            module.__class__ = StraightforwardLossFCOS
+            switched.append(name)
+        if isinstance(module, ConvUnitSequence):
+            module.fold_frozen_norms = False
+    return naive, switched
 
 
 def synthetic_training_record(
@@ -184,11 +215,7 @@ def benchmark_training(
     device = model.pixel_mean.device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     nchw = copy.deepcopy(model).train().to(memory_format=torch.contiguous_format)
-    naive = copy.deepcopy(nchw)
-    naive.proposal_generator.__class__ = StraightforwardLossFCOS
-    for module in naive.modules():
-        if isinstance(module, ConvUnitSequence):
-            module.fold_frozen_norms = False
+    naive, straightforward_fcos = straightforward_copy(nchw)
     models = {
         "straightforward": naive,
         "default": nchw,
@@ -239,7 +266,12 @@ def benchmark_training(
                             "total": end - start,
                         }
                     )
-    results = {"batch_size": batch_size, "objects_per_image": num_objects, "modes": {}}
+    results = {
+        "batch_size": batch_size,
+        "objects_per_image": num_objects,
+        "straightforward_fcos_modules": straightforward_fcos,
+        "modes": {},
+    }
     for name, runs in times.items():
         results["modes"][name] = {
             part: statistics.median(r[part] for r in runs) * 1e3 for part in runs[0]

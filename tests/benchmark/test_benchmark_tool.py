@@ -5,13 +5,16 @@ import json
 
 import pytest
 import torch
+from detectron2.modeling import build_model
 
 from centermask.benchmark.inference import parse_modes
 from centermask.benchmark.stage_timer import StageTimer
 from centermask.utils.synthetic_weights import synthetic_state_dict
 from tests.support.helpers import (
     CONFIGS,
+    ROOT,
     build_synthetic_model,
+    get_config,
     load_tool,
     parity_keys,
     synth_state_dict,
@@ -106,3 +109,62 @@ def test_training_benchmark_records_use_the_configs_classes():
     record = synthetic_training_record(0, 64, 96, num_objects=20, num_classes=3)
     classes = {a["category_id"] for a in record["annotations"]}
     assert len(record["annotations"]) == 20 and classes <= {0, 1, 2} and len(classes) > 1
+
+
+@pytest.mark.parametrize(
+    "config, fcos_modules",
+    [
+        ("centermask_pr_fcos_lite_V_19_slim_dw_eSE_synthetic.yaml", ["detector.fcos"]),
+        ("centermask_pr_lite_V_19_slim_dw_eSE_synthetic.yaml", []),
+    ],
+    ids=["fcos-detector", "heatmap-detector"],
+)
+def test_straightforward_baseline_runs_its_own_targets_for_centermask_pr(
+    config, fcos_modules, monkeypatch
+):
+    """The straightforward mode computes FCOS targets in its Python loop (counted), with the
+    losses of the default mode; a model without FCOS trains with the frozen norms unfolded."""
+    from centermask.benchmark import training
+    from tests.support.centermask_pr import TINY
+
+    calls = []
+    original = training._straightforward_targets
+    monkeypatch.setattr(
+        training,
+        "_straightforward_targets",
+        lambda *args: calls.append(1) or original(*args),
+    )
+    cfg = get_config(ROOT / "configs" / "quickstart" / config, *TINY)
+    cfg.defrost()
+    cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (96,), 128
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    results = training.benchmark_training(
+        model, cfg, batch_size=2, iterations=1, warmup=0, num_objects=3, log=lambda _: None
+    )
+    assert results["straightforward_fcos_modules"] == fcos_modules
+    assert len(calls) == len(fcos_modules)  # one training step per FCOS module
+    assert set(results["first_batch_losses"]["straightforward"]) >= {"loss_mask"}
+    assert results["first_batch_max_rel_loss_diff"] < 1e-4
+
+
+def test_tf32_is_on_by_default_on_cuda_and_said_in_the_report(tmp_path, monkeypatch):
+    """On this CPU the report says TF32 is unused; the CUDA flags follow --no-tf32 (restored)."""
+    from centermask.benchmark import precision
+
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        for extra, expected in (([], True), (["--no-tf32"], False)):
+            output = tmp_path / "bench.json"
+            args = ["--config-file", LITE_CONFIG, "--threads", "1", "--modes", "eager"]
+            args += ["--iterations", "1", "--warmup", "0", "--height", "64", "--width", "80"]
+            benchmark_tool.main(args + extra + ["--output", str(output), *SMALL])
+            assert json.loads(output.read_text())["environment"]["tf32"] is False
+            assert torch.backends.cuda.matmul.allow_tf32 is expected
+            assert torch.backends.cudnn.allow_tf32 is expected
+        # A GPU with TF32: the report says it is on unless --no-tf32.
+        monkeypatch.setattr(precision, "tf32_supported", lambda device: True)
+        assert precision.set_tf32(torch.device("cpu"), True) is True
+        assert precision.set_tf32(torch.device("cpu"), False) is False
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags

@@ -13,7 +13,8 @@ Examples::
     python tools/analysis/benchmark.py --config-file CONFIG --train --train-batch 2 --iterations 5
 
 The input is a 480x640 synthetic image (or --image) resized by the config's test resize; the
-timings include preprocessing and post-processing (mask pasting). Modes run interleaved, so their
+timings include preprocessing and post-processing (mask pasting). On GPUs with TF32 (compute
+capability >= 8.0) float32 runs with TF32 unless --no-tf32; the JSON's environment says which. Modes run interleaved, so their
 ratios hold on a busy machine; absolute numbers do not.
 """
 
@@ -33,6 +34,7 @@ from centermask.benchmark.inference import (
     format_inference_table,
     parse_modes,
 )
+from centermask.benchmark.precision import set_tf32
 from centermask.benchmark.training import benchmark_training, format_training_table
 from centermask.config import get_cfg
 from centermask.data.inputs import synthetic_image
@@ -68,7 +70,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--height", type=int, default=480, help="synthetic image height")
     parser.add_argument("--width", type=int, default=640, help="synthetic image width")
     parser.add_argument("--work-dir", default=None, help="keep exported models here")
-    parser.add_argument("--allow-tf32", action="store_true", help="allow TF32 on Ampere+ GPUs")
+    parser.add_argument(
+        "--no-tf32",
+        action="store_true",
+        help="float32 without TF32 on GPUs that have it (compute capability >= 8.0; on by default)",
+    )
     parser.add_argument("--train", action="store_true", help="benchmark training iterations")
     parser.add_argument("--train-batch", type=int, default=2, help="images per training batch")
     parser.add_argument("--train-objects", type=int, default=8, help="instances per image")
@@ -82,9 +88,8 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.backends.cuda.matmul.allow_tf32 = args.allow_tf32
-    torch.backends.cudnn.allow_tf32 = args.allow_tf32
     device = torch.device(args.device)
+    tf32 = set_tf32(device, not args.no_tf32)
     dtype = parse_dtype(args.dtype)
 
     cfg = get_cfg()
@@ -101,10 +106,11 @@ def main(argv=None) -> dict:
         "weights": args.weights or "synthetic",
         "environment": environment_info(device, dtype),
     }
+    report["environment"]["tf32"] = tf32
     env = report["environment"]
     print(
         f"{args.config_file} | weights: {report['weights']} | device: {env['device']} "
-        f"({env.get('cpu') or env.get('gpu')}) | dtype: {env['dtype']} | threads: "
+        f"({env.get('cpu') or env.get('gpu')}) | dtype: {env['dtype']} | TF32: {tf32} | threads: "
         f"{env['torch_threads']}\ntorch {env['torch']}, torchvision {env['torchvision']}, "
         f"detectron2 {env['detectron2']}, onnxruntime {env['onnxruntime']}"
     )
