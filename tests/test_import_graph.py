@@ -22,6 +22,7 @@ LAYERS: List[Set[str]] = [
     {"export"},
     {"engine"},
     {"benchmark"},
+    {"diagnostics"},
     {"cli"},
 ]
 LAYER_OF = {name: level for level, names in enumerate(LAYERS) for name in names}

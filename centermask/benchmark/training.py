@@ -41,6 +41,7 @@ __all__ = [
     "benchmark_training",
     "straightforward_copy",
     "synthetic_training_record",
+    "training_mapper",
 ]
 
 
@@ -177,7 +178,8 @@ def synthetic_training_record(
     return {"image": image, "height": height, "width": width, "annotations": annotations}
 
 
-def _mapper(cfg) -> Callable[[Dict], Dict]:
+def training_mapper(cfg) -> Callable[[Dict], Dict]:
+    """Record -> training input, as detectron2's DatasetMapper maps it (training resize)."""
     augmentations = T.AugmentationList(utils.build_augmentation(cfg, is_train=True))
 
     def map_record(record: Dict) -> Dict:
@@ -222,7 +224,7 @@ def benchmark_training(
         "channels-last": copy.deepcopy(nchw).to(memory_format=torch.channels_last),
     }
     optimizers = {name: build_optimizer(cfg, m) for name, m in models.items()}
-    mapper = _mapper(cfg)
+    mapper = training_mapper(cfg)
     classes = cfg.MODEL.FCOS.NUM_CLASSES
     records = [
         synthetic_training_record(i, num_objects=num_objects, num_classes=classes)
