@@ -12,6 +12,7 @@ from tests.support.export import (
     failures,
     parity_inputs,
     pipeline_arrays,
+    assert_detections_agree,
     synthetic_model,
 )
 from tests.support.helpers import PARITY_DIRS
@@ -61,8 +62,18 @@ def test_batched_call_equals_model_call(optimized_lite):
         assert list(a.get_fields()) == list(e.get_fields())
         assert torch.equal(a.pred_classes, e.pred_classes)
         assert torch.allclose(a.scores, e.scores, atol=1e-4)
-        agreement = (a.pred_masks == e.pred_masks).float().mean()
-        assert agreement > 0.999
+        # Per instance: boxes matched at IoU >= 0.99, masks agreeing. With synthetic weights 19
+        # of the 50 pasted masks of the first image are empty: the masks before pasting are
+        # compared too, every probability of every instance.
+        assert_detections_agree(e, a, score_atol=1e-4, max_empty_fraction=0.5)
+    with torch.no_grad():
+        expected = model.inference(inputs, do_postprocess=False)
+    actual = optimized_lite.inference(inputs, do_postprocess=False)
+    for e, a in zip(expected, actual):
+        assert len(a) == len(e) > 0
+        assert a.pred_masks.shape == e.pred_masks.shape and e.pred_masks.shape[-1] == 28
+        torch.testing.assert_close(a.pred_masks, e.pred_masks, atol=1e-4, rtol=1e-4)
+        assert float(e.pred_masks.amax()) > 0.5  # some pixels are on
 
 
 def test_without_fusions_or_channels_last_the_outputs_are_the_same():
