@@ -8,7 +8,14 @@ import torch
 from detectron2.modeling.meta_arch.rcnn import GeneralizedRCNN
 from detectron2.structures import Boxes, Instances
 
-from tests.support.helpers import build_synthetic_model, compare, load_npz, parity_dir, parity_meta
+from tests.support.helpers import (
+    build_synthetic_model,
+    compare,
+    load_npz,
+    missing_mask_metrics,
+    parity_dir,
+    parity_meta,
+)
 
 # prefix -> (images, index of the GT boxes fed as detections or None)
 RUNS = {
@@ -100,7 +107,8 @@ def _copy(value):
 
 
 def failures(report):
-    return [
+    """Failed detection checks of a compare() report, and prefixes whose masks went uncompared."""
+    return missing_mask_metrics(report) + [
         f"{prefix}/{kind}: {result}"
         for prefix, kinds in report["detections"].items()
         for kind, result in kinds.items()

@@ -166,10 +166,22 @@ def parity_training_inputs(name: str, images) -> list:
     return inputs
 
 
+def missing_mask_metrics(report: dict) -> list:
+    """Prefixes of a :func:`compare` report whose final detections got no mask comparison
+    (compare.py skips it silently when the mask arrays are absent on either side)."""
+    return [
+        f"det {prefix}/final: mask metrics not computed"
+        for prefix, kinds in report["detections"].items()
+        if "mask_iou_min" not in kinds.get("final", {})
+    ]
+
+
 def parity_failures(report: dict, loss_sections=None) -> list:
     """Names of the failed checks of a :func:`compare` report, ignoring loss sections that were
-    not computed (``loss_sections``: the ones that were; None for all)."""
-    failed = [
+    not computed (``loss_sections``: the ones that were; None for all); every prefix's final
+    detections must have had their masks compared."""
+    failed = missing_mask_metrics(report)
+    failed += [
         f"det {prefix}/{kind}"
         for prefix, kinds in report["detections"].items()
         for kind, result in kinds.items()
