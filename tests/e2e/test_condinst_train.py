@@ -15,6 +15,7 @@ import torch
 
 from centermask.engine import BatchPredictor, Trainer
 from tests.support.helpers import QUICK_CONFIGS, ROOT, config_for_run, load_tool, train_from_scratch
+from tests.support.training import TrainingInputsRecorder, finite_losses
 
 CONFIG = QUICK_CONFIGS / "condinst_lite_V_19_slim_dw_synthetic_instant_test.yaml"
 # Every candidate is kept at test time, so that a barely trained model has detections to score.
@@ -65,9 +66,14 @@ def test_rle_variant_trains_with_bitmask_masks(synthetic_datasets, tmp_path):
     cfg = make_cfg(tmp_path, "SOLVER.MAX_ITER", "2", "DATASETS.TRAIN", '("synthetic_train_rle",)',
                    "INPUT.MASK_FORMAT", "bitmask", "DATASETS.TEST", "()")  # fmt: skip
     trainer = Trainer(cfg)
+    recorder = TrainingInputsRecorder(trainer.model)
     trainer.train()
-    losses = trainer.storage.history("loss_mask").values()
-    assert len(losses) == 2 and all(0 < v < 1 for v, _ in losses)
+    # The model trained on bitmasks decoded from the RLE files, with pixels on; the dice loss is
+    # finite and strictly between its bounds (0: perfect masks, 1: no overlap at all).
+    assert [c["mask_types"] for c in recorder.calls] == [{"BitMasks"}] * 2
+    assert all(c["mask_pixels"] > 0 for c in recorder.calls)
+    losses = finite_losses(trainer.storage, "loss_mask")
+    assert len(losses) == 2 and all(0 < v < 1 for v in losses)
 
 
 def test_two_process_gloo_training_with_train_net(synthetic_datasets, tmp_path):

@@ -16,6 +16,7 @@ from detectron2.utils.events import EventStorage
 from centermask.checkpoint import AtomicCheckpointer
 from centermask.engine import Trainer
 from tests.support.helpers import QUICK_CONFIGS, ROOT, config_for_run, train_from_scratch
+from tests.support.training import TrainingInputsRecorder, finite_losses
 
 CONFIG = QUICK_CONFIGS / "centermask_lite_V_19_slim_dw_synthetic_instant_test.yaml"
 TRAIN_NET = ROOT / "tools/train_net.py"
@@ -173,9 +174,22 @@ def test_class_counts_that_disagree_with_the_data_name_the_keys(synthetic_datase
 def test_cpu_amp_training_gives_finite_float32_losses(synthetic_datasets, tmp_path):
     cfg = make_cfg(tmp_path, "SOLVER.MAX_ITER", "2", "SOLVER.AMP.ENABLED", "True")
     trainer = Trainer(cfg)
+    recorder = TrainingInputsRecorder(trainer.model)
+    dtypes = []
+
+    def record_dtypes(module, args, out):
+        if module.training:
+            dtypes.append({v.dtype for v in out.values()})
+
+    trainer.model.backbone.register_forward_hook(record_dtypes)
     trainer.train()
-    losses = [v for v, _ in trainer.storage.history("total_loss").values()]
-    assert len(losses) == 2 and all(v == v for v in losses)
+    # The forward passes ran under bf16 autocast (the backbone's convs in bf16) ...
+    assert [c["autocast"] for c in recorder.calls] == [True, True]
+    assert {c["autocast_dtype"] for c in recorder.calls} == {torch.bfloat16}
+    assert dtypes == [{torch.bfloat16}] * 2
+    # ... and every logged loss is a finite float (inf and NaN fail).
+    for name in ("total_loss", "loss_fcos_cls", "loss_mask", "loss_maskiou"):
+        assert len(finite_losses(trainer.storage, name)) == 2
 
 
 def test_test_time_augmentation_evaluates_with_tta_metrics(one_process_eval, tmp_path):
@@ -191,9 +205,13 @@ def test_rle_variant_trains_with_bitmask_masks(synthetic_datasets, tmp_path):
     cfg = make_cfg(tmp_path, "SOLVER.MAX_ITER", "2", "DATASETS.TRAIN", '("synthetic_train_rle",)',
                    "INPUT.MASK_FORMAT", "bitmask", "DATASETS.TEST", "()")  # fmt: skip
     trainer = Trainer(cfg)
+    recorder = TrainingInputsRecorder(trainer.model)
     trainer.train()
-    losses = trainer.storage.history("loss_maskiou").values()
-    assert len(losses) == 2 and all(v == v for v, _ in losses)
+    # The model trained on bitmasks decoded from the RLE files, with pixels on.
+    assert [c["mask_types"] for c in recorder.calls] == [{"BitMasks"}] * 2
+    assert all(c["mask_pixels"] > 0 for c in recorder.calls)
+    for name in ("loss_mask", "loss_maskiou"):
+        assert len(finite_losses(trainer.storage, name)) == 2
 
 
 def test_channels_last_training_gives_the_same_losses_and_gradients(synthetic_datasets, tmp_path):
