@@ -20,8 +20,10 @@ def test_save_writes_checkpoint_and_pointer(tmp_path):
     checkpointer = AtomicCheckpointer(_model(1.0), str(tmp_path))
     checkpointer.save("model_0000009", iteration=9)
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000009.pth"
-    loaded = AtomicCheckpointer(_model(0.0), str(tmp_path)).resume_or_load("", resume=True)
+    model = _model(0.0)
+    loaded = AtomicCheckpointer(model, str(tmp_path)).resume_or_load("", resume=True)
     assert loaded["iteration"] == 9
+    assert torch.all(model.weight == 1.0)  # the saved weights, not the new model's
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 

@@ -81,4 +81,7 @@ def test_imagenet_backbone_weights_load_in_either_layout(cfg, tmp_path, layout):
 def test_public_load_returns_the_remaining_checkpoint_content(cfg, tmp_path):
     weights = dict(random_like(Detector(cfg).state_dict()), pixel_std=torch.ones(3, 1, 1))
     torch.save({"model": weights, "iteration": 7}, tmp_path / "m.pth")
-    assert CenterMaskCheckpointer(Detector(cfg)).load(str(tmp_path / "m.pth")) == {"iteration": 7}
+    model = Detector(cfg)
+    assert CenterMaskCheckpointer(model).load(str(tmp_path / "m.pth")) == {"iteration": 7}
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, weights[key]), key
