@@ -1,6 +1,7 @@
 """tools/quickstart.py end to end, shortened: data, training, COCO AP, pictures, summary."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -67,3 +68,13 @@ def test_two_training_processes_share_one_time_budget_and_summarise(tmp_path):
     assert 0 <= summary["mask_AP"] <= 100 and summary["training_seconds"] > 0
     assert (out / "log.txt.rank1").is_file() and (out / "model_final.pth").is_file()
     assert "2 process(es) x 1" in proc.stdout
+    # One budget: both processes log the same minutes, within --budget-minutes, and training
+    # (timed by the first) stayed inside them.
+    budgets = [
+        re.findall(r"([0-9.]+) minutes for training and evaluation", (out / log).read_text())
+        for log in ("log.txt", "log.txt.rank1")
+    ]
+    assert len(budgets[0]) == 1 and budgets[0] == budgets[1], budgets
+    minutes = float(budgets[0][0])
+    assert 0 < minutes <= 0.75
+    assert summary["training_seconds"] <= 60 * minutes
