@@ -58,9 +58,10 @@ def test_eval_only_gives_coco_box_and_mask_ap(weights, tmp_path):
     results = Trainer.evaluate(make_cfg(tmp_path, "MODEL.WEIGHTS", weights, *EVAL_OPTS))
     for task in ("bbox", "segm"):
         assert 0 <= results[task]["AP"] <= 100
-    # Seeded short training: box AP50 2.8 when measured (mask AP still 0): a model that detects
-    # nothing scores 0.
-    assert results["bbox"]["AP50"] > 0.5
+    # Seeded short training: box AP50 2.79 when measured (mask AP still 0). Pinned near that
+    # value: these barely trained detections are close to chance, so a floor alone would pass
+    # boxes handed to the wrong detections (3.9) as well as the right ones.
+    assert results["bbox"]["AP50"] == pytest.approx(2.79, abs=0.8)
     predictions = json.loads((tmp_path / "inference" / "coco_instances_results.json").read_text())
     assert predictions and {"bbox", "segmentation", "score"} <= set(predictions[0])
 
