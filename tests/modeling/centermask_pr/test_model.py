@@ -204,7 +204,8 @@ def test_optimize_for_inference_keeps_the_outputs(detector):
     for e, g in zip(expected, got):
         e, g = e["instances"], g["instances"]
         assert len(g) == len(e)
-        assert_detections_agree(e, g, score_atol=1e-4)
+        # FCOS: some of its 100 boxes are a few pixels wide, their masks empty at 0.2.
+        assert_detections_agree(e, g, score_atol=1e-4, max_empty_fraction=0.25)
 
 
 @OPTIMIZED_DETECTORS
