@@ -142,3 +142,13 @@ def test_a_document_does_not_tell_development_history(document):
         f"{_relative(document)} contains {found}: describe the software as it is; changes go to "
         "CHANGELOG.md"
     )
+
+
+@pytest.mark.parametrize("document", _markdown_documents(), ids=_relative)
+def test_a_document_naming_published_weights_gives_their_licence(document):
+    text = document.read_text()
+    if "centermask://" in text:
+        assert "non-commercial" in text.lower(), (
+            f"{_relative(document)} names centermask:// weights without saying that they keep "
+            "their authors' non-commercial licences"
+        )
