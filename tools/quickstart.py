@@ -56,7 +56,11 @@ from detectron2.utils.visualizer import Visualizer  # noqa: E402
 import centermask  # noqa: F401,E402  (registers the model components)
 from centermask.checkpoint import AtomicCheckpointer  # noqa: E402
 from centermask.data import ensure_synthetic, register_synthetic  # noqa: E402
-from centermask.data.synthetic_scene import SceneConfig  # noqa: E402
+from centermask.data.synthetic import (  # noqa: E402
+    BUILTIN_NUM_TRAIN,
+    BUILTIN_NUM_VAL,
+    BUILTIN_SCENE,
+)
 from centermask.engine import (  # noqa: E402
     Trainer,
     choose_backend,
@@ -75,10 +79,6 @@ MODEL_NAMES = {
     "CondInst": "CondInst",
     "CenterMaskPR": "CenterMask-PR",
 }
-# The quickstart data set: small non-square images, so that a CPU trains on enough of them.
-QUICKSTART_SCENE = SceneConfig(
-    min_short_side=96, max_short_side=128, min_object_size=16, min_objects=2, max_objects=8
-)
 
 
 # Kept free at the end of the budget: prediction pictures and summary (~3 s) plus a margin for
@@ -95,8 +95,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--data-dir",
         default=os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), "synthetic"),
     )
-    parser.add_argument("--num-train", type=int, default=600)
-    parser.add_argument("--num-val", type=int, default=100)
+    parser.add_argument("--num-train", type=int, default=BUILTIN_NUM_TRAIN)
+    parser.add_argument("--num-val", type=int, default=BUILTIN_NUM_VAL)
     parser.add_argument("--seed", type=int, default=0, help="data set seed")
     parser.add_argument(
         "--threads",
@@ -253,7 +253,7 @@ def main(argv=None, started: Optional[float] = None) -> dict:
     # 2. Data.
     data_dir = Path(args.data_dir)
     t = time.perf_counter()
-    ensure_synthetic(data_dir, args.num_train, args.num_val, args.seed, QUICKSTART_SCENE)
+    ensure_synthetic(data_dir, args.num_train, args.num_val, args.seed, BUILTIN_SCENE)
     data_time = time.perf_counter() - t
     register_synthetic(data_dir)
 
