@@ -26,8 +26,9 @@ def test_dla_config_trains_a_few_iterations_through_train_net(tmp_path):
     generate_synthetic(datasets / "synthetic", 4, 2, seed=0, scene=scene, progress=False)
     register_synthetic(datasets / "synthetic")
     output = tmp_path / "train"
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "DETECTRON2_DATASETS": str(datasets), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+           "PYTHONPATH": path}  # fmt: skip
     cmd = [sys.executable, str(ROOT / "tools/train_net.py"), "--config-file", str(CONFIG),
            "DATASETS.TEST", "()", "OUTPUT_DIR", str(output)]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

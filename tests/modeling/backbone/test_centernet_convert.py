@@ -71,8 +71,14 @@ def test_every_tensor_has_its_place_and_only_the_mask_branches_stay_initialised(
 
 
 def _head(x, weights, name):
-    hidden = F.relu(F.conv2d(x, weights[f"module.{name}.0.weight"], weights[f"module.{name}.0.bias"], padding=1))  # fmt: skip
-    return F.conv2d(hidden, weights[f"module.{name}.2.weight"], weights[f"module.{name}.2.bias"])
+    """CenterNet's head ``name``: 3x3 conv, ReLU, 1x1 conv, with its weights."""
+    w = {
+        k[len(f"module.{name}.") :]: v
+        for k, v in weights.items()
+        if k.startswith(f"module.{name}.")
+    }
+    hidden = F.relu(F.conv2d(x, w["0.weight"], w["0.bias"], padding=1))
+    return F.conv2d(hidden, w["2.weight"], w["2.bias"])
 
 
 def test_heads_compute_centernets_hm_wh_reg(converted_model):

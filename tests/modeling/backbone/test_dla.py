@@ -44,8 +44,8 @@ def test_timm_dla34_state_dict_loads_strictly_and_gives_timm_levels():
     with torch.no_grad():
         ours = body(x)
         theirs = reference.forward_intermediates(x, intermediates_only=True)
-    assert [tuple(o.shape[1:]) for o in ours] == [(16, 64, 64), (32, 32, 32), (64, 16, 16),
-                                                  (128, 8, 8), (256, 4, 4), (512, 2, 2)]  # fmt: skip
+    shapes = [(16, 64, 64), (32, 32, 32), (64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2)]
+    assert [tuple(o.shape[1:]) for o in ours] == shapes
     for level, (a, b) in enumerate(zip(ours, theirs)):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"level{level}")
 
