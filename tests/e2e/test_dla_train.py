@@ -5,26 +5,19 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from centermask.data import register_synthetic
-from centermask.data.synthetic import generate_synthetic
-from centermask.data.synthetic_scene import SceneConfig
+from tests.support.helpers import QUICK_CONFIGS, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "configs/quick_schedules/centermask_pr_DLA_34_synthetic_instant_test.yaml"
+CONFIG = QUICK_CONFIGS / "centermask_pr_DLA_34_synthetic_instant_test.yaml"
 
 pytestmark = pytest.mark.slow
 
 
-def test_dla_config_trains_a_few_iterations_through_train_net(tmp_path):
-    datasets = tmp_path / "datasets"
-    scene = SceneConfig(min_short_side=64, max_short_side=96, min_object_size=10)
-    generate_synthetic(datasets / "synthetic", 4, 2, seed=0, scene=scene, progress=False)
-    register_synthetic(datasets / "synthetic")
+def test_dla_config_trains_a_few_iterations_through_train_net(synthetic_datasets, tmp_path):
+    datasets = synthetic_datasets
     output = tmp_path / "train"
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "DETECTRON2_DATASETS": str(datasets), "OMP_NUM_THREADS": "1",

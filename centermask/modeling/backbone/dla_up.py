@@ -214,7 +214,10 @@ class DLAUpBackbone(Backbone):
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """(N, 3, H, W), H and W multiples of 32 -> {out_feature: (N, 64, H / 4, W / 4)}."""
         divisor = self.size_divisibility
-        if x.dim() != 4 or x.shape[-2] % divisor or x.shape[-1] % divisor:
+        # Not while tracing (ONNX export): traced sizes would freeze this check into the graph.
+        if not torch.jit.is_tracing() and (
+            x.dim() != 4 or x.shape[-2] % divisor or x.shape[-1] % divisor
+        ):
             raise ValueError(
                 f"DLA with its up-path takes (N, C, H, W) inputs with H and W multiples of "
                 f"{divisor}, got shape {tuple(x.shape)}"

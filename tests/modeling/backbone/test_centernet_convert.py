@@ -2,9 +2,7 @@
 place, the heads compute CenterNet's head functions, the body timm's DLA-34, and the tool writes
 a checkpoint detectron2 loads."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,11 +10,10 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from torch.nn import functional as F
 
-from centermask.config import get_cfg
 from centermask.modeling.backbone.centernet_convert import check_converted, convert_centernet_dla
+from tests.support.helpers import KEYS, ROOT, get_config, load_tool
 
-ROOT = Path(__file__).resolve().parents[3]
-KEYS = ROOT / "tests/data/keys/centernet_ctdet_coco_dla_2x.tsv"
+CENTERNET_KEYS = KEYS / "centernet_ctdet_coco_dla_2x.tsv"
 CONFIG = ROOT / "configs/centermask_pr/centermask_pr_DLA_34_512_from_centernet.yaml"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -27,7 +24,7 @@ def _centernet_checkpoint(seed: int = 0) -> dict:
     DataParallel: ``module.`` prefixes), inside CenterNet's ``{'epoch', 'state_dict'}``."""
     generator = torch.Generator().manual_seed(seed)
     state = {}
-    for line in KEYS.read_text().splitlines():
+    for line in CENTERNET_KEYS.read_text().splitlines():
         key, shape = line.split("\t")
         shape = json.loads(shape)
         if key.endswith("num_batches_tracked"):
@@ -40,10 +37,7 @@ def _centernet_checkpoint(seed: int = 0) -> dict:
 
 
 def _model(*overrides):
-    cfg = get_cfg()
-    cfg.merge_from_file(str(CONFIG))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *overrides])
-    return build_model(cfg).eval()
+    return build_model(get_config(CONFIG, *overrides)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -132,11 +126,7 @@ def test_other_centernet_models_and_mismatched_configs_are_refused():
 def test_tool_writes_a_checkpoint_detectron2_loads(tmp_path, converted_model):
     source = tmp_path / "ctdet_coco_dla_2x.pth"
     torch.save(_centernet_checkpoint(), source)
-    spec = importlib.util.spec_from_file_location(
-        "convert_centernet_dla", ROOT / "tools/convert/convert_centernet_dla.py"
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("convert/convert_centernet_dla")
     output = tmp_path / "out" / "converted.pth"
     assert tool.main(["--input", str(source), "--output", str(output)]) == 0
 
