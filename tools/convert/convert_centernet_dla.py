@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from centermask.checkpoint import save_converted_checkpoint
 from centermask.config import get_cfg
 from centermask.modeling.backbone.centernet_convert import check_converted, convert_centernet_dla
 
@@ -51,16 +52,7 @@ def main(argv=None) -> int:
     converted = convert_centernet_dla(checkpoint)
     left = check_converted(build_target_model(args.config_file), converted)
 
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "model": converted,
-            "__author__": f"CenterNet {Path(args.input).name} (converted by centermask)",
-            "matching_heuristics": False,
-        },
-        output,
-    )
+    output = save_converted_checkpoint(converted, args.output, f"CenterNet {Path(args.input).name}")
     print(
         f"wrote {len(converted)} tensors to {output}; {len(left)} model tensors (mask branches) "
         "keep their initialisation"
