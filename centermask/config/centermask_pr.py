@@ -29,6 +29,7 @@ def add_centermask_pr_config(cfg: CN) -> CN:
     # (the paper), or a divisor of it, the saliency logits then upsampled bilinearly. Finer grids
     # resolve small objects that cover a few saliency cells.
     pr.MASK_STRIDE = 0
+    # Hidden channels of every head (heatmap, offset, size, shape tower, saliency; CenterNet: 256).
     pr.HEAD_CHANNELS = 64
     # S: the local shape is an S x S map (S^2 channels per location).
     pr.SHAPE_SIZE = 32

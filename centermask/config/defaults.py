@@ -14,6 +14,7 @@ from detectron2.config import get_cfg as _d2_get_cfg
 
 from .centermask_pr import add_centermask_pr_config
 from .condinst import add_condinst_config
+from .dla import add_dla_config
 
 __all__ = [
     "CenterMaskCfgNode",
@@ -85,6 +86,19 @@ def add_centermask_config(cfg: CN) -> CN:
     # Time reserved for the final evaluation: seconds per test image, as a multiple of the
     # measured training seconds per training image.
     _C.SOLVER.TIME_BUDGET_EVAL_COST = 2.0
+    # Not in the original: "SGD" (detectron2's, with MOMENTUM and NESTEROV) or "ADAM" (CenterNet's
+    # optimizer; default betas), both with BASE_LR's schedule and WEIGHT_DECAY as L2.
+    _C.SOLVER.OPTIMIZER = "SGD"
+    # Not in the original: training augmentation. "resize_shortest_edge": detectron2's
+    # (MIN_SIZE_TRAIN, MAX_SIZE_TRAIN, RANDOM_FLIP, CROP); "scale_crop_color": CenterNet's
+    # fixed-size input (random scale in SCALE_RANGE, FIXED_SIZE square crop, flip, colour).
+    _C.INPUT.AUGMENTATION = "resize_shortest_edge"
+    # Side of the square training input of "scale_crop_color" (pixels).
+    _C.INPUT.FIXED_SIZE = 512
+    # "scale_crop_color": the image fits FIXED_SIZE x a random factor from this range.
+    _C.INPUT.SCALE_RANGE = (0.6, 1.4)
+    # "scale_crop_color": brightness and contrast scaled by random factors in 1 -/+ this.
+    _C.INPUT.COLOR_JITTER = 0.4
 
     # ---------------------------------------------------------------------------------------- #
     # FCOS proposal generator
@@ -152,6 +166,7 @@ def add_centermask_config(cfg: CN) -> CN:
     _C.MODEL.ROI_KEYPOINT_HEAD.ASSIGN_CRITERION = "ratio"
     add_condinst_config(_C)
     add_centermask_pr_config(_C)
+    add_dla_config(_C)
     return cfg
 
 

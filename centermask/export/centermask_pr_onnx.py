@@ -27,7 +27,13 @@ from torch import nn
 from centermask.acceleration.fold_batchnorm import fold_frozen_batchnorm
 from centermask.modeling.centermask_pr import CenterHeatmapDetector, CenterMaskPR
 
-from .common import export_image_graph, open_export, sample_images, write_metadata
+from .common import (
+    check_no_deformable_convs,
+    export_image_graph,
+    open_export,
+    sample_images,
+    write_metadata,
+)
 
 __all__ = [
     "PR_DENSE_ONNX",
@@ -84,6 +90,7 @@ def export_centermask_pr_onnx(
     ``output_dir``; returns {"dense": path, "metadata": path}. ``model`` is untouched (a copy is
     folded and exported)."""
     _check_heatmap_model(model)
+    check_no_deformable_convs(model)
     images = sample_images(model, height, width)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -69,7 +69,7 @@ def test_onnxruntime_matches_pytorch_and_the_reference(exported, pytorch_arrays,
 
 
 def test_predictor_from_config_needs_no_weights(exported, pytorch_arrays):
-    from helpers import get_config, parity_config_file
+    from tests.support.helpers import get_config, parity_config_file
 
     _, folder = exported
     cfg = get_config(parity_config_file(LITE))

@@ -55,7 +55,7 @@ def test_the_fcos_variant_is_refused_by_name(tmp_path):
 
 
 def test_export_model_tool_writes_and_checks_the_centermask_pr_graph(tmp_path, capsys):
-    from helpers import load_tool
+    from tests.support.helpers import load_tool
 
     from tests.support.centermask_pr import SYNTHETIC, TINY
 
