@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """int8 on the dense part (backbone + FPN + FCOS head): onnxruntime QDQ vs PyTorch PT2E + Inductor.
 
-    python tools/analysis/benchmark_pt2e_int8.py --config-file configs/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml \\
+    python tools/analysis/benchmark_pt2e_int8.py \\
+        --config-file configs/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml \\
         --threads 2 --iterations 10
 
-The experiment behind the choice of onnxruntime for int8 (README, "Speed and export"). Both
+The comparison behind the choice of onnxruntime for int8 (docs/DEPLOYMENT.md). Both
 routes quantize the same BN-folded dense module, calibrated on the same synthetic images; the
 timed input is another synthetic image at the config's test size. Rows, timed interleaved:
 
