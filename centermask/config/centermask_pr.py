@@ -17,8 +17,9 @@ def add_centermask_pr_config(cfg: CN) -> CN:
     if "CENTERMASK_PR" in cfg.MODEL:
         return cfg
     pr = cfg.MODEL.CENTERMASK_PR = CN()
-    # "heatmap": CenterNet-style centre heatmap, offset and size heads on IN_FEATURE (paper Sec.
-    # 3); "fcos": the FCOS proposal generator (MODEL.FCOS.*), one instance per location (Sec. 5.4).
+    # "heatmap": CenterNet-style centre heatmap, offset and size heads on IN_FEATURE (the paper's
+    # detector); "fcos": the FCOS proposal generator (MODEL.FCOS.*), one instance per location (the
+    # paper's experiment on FCOS).
     pr.DETECTOR = "heatmap"
     # Heatmap detector: the stride-4 feature its heads (and the shape tower) run on.
     pr.IN_FEATURE = "p2"
