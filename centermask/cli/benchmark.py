@@ -1,26 +1,30 @@
-#!/usr/bin/env python
-"""Benchmark CenterMask inference (per stage, several execution modes) or training iterations.
+"""``centermask benchmark`` (and ``tools/analysis/benchmark.py``): benchmark inference (per stage,
+several execution modes) or training iterations.
 
 Examples::
 
     # eager vs optimize_for_inference vs onnxruntime float32 and int8, synthetic weights, 2 threads
-    python tools/analysis/benchmark.py --config-file configs/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml \\
+    centermask benchmark --config-file configs/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml \\
         --threads 2 --modes eager,optimized,onnx,onnx-int8 --iterations 10 --output lite.json
     # batch sizes, real weights, GPU in fp16
-    python tools/analysis/benchmark.py --config-file CONFIG --weights model_final.pth --device cuda \\
+    centermask benchmark --config-file CONFIG --weights model_final.pth --device cuda \\
         --dtype fp16 --batch-sizes 1,4,8 --modes eager,optimized
     # training iteration split, vs a straightforward implementation of the same losses
-    python tools/analysis/benchmark.py --config-file CONFIG --train --train-batch 2 --iterations 5
+    centermask benchmark --config-file CONFIG --train --train-batch 2 --iterations 5
 
 The input is a 480x640 synthetic image (or --image) resized by the config's test resize; the
 timings include preprocessing and post-processing (mask pasting). Modes run interleaved, so their
-ratios hold on a busy machine; absolute numbers do not.
+ratios hold on a busy machine; absolute numbers do not. ``--config-file`` takes a path or a
+published model's name (``centermask://NAME``), whose published weights are timed unless
+``--weights`` or ``--synthetic-weights`` is given (the number of detections, and with it the time
+of the mask heads and post-processing, depends on the weights).
 """
 
 import argparse
 import json
 import logging
 import sys
+from typing import List, Optional
 
 import cv2
 import torch
@@ -34,9 +38,24 @@ from centermask.benchmark.inference import (
     parse_modes,
 )
 from centermask.benchmark.training import benchmark_training, format_training_table
+from centermask.cli.common import add_debug_argument, parse_and_run
 from centermask.config import get_cfg
 from centermask.data.inputs import synthetic_image
 from centermask.engine.predictor import build_inference_model
+from centermask.model_zoo import published_weights, resolve_config_file, zoo_name
+
+EPILOG = """
+Examples:
+
+Eager vs optimize_for_inference, synthetic weights, 2 threads:
+  centermask benchmark \\
+      --config-file configs/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml \\
+      --threads 2 --modes eager,optimized --iterations 10 --output lite.json
+
+A published model with its weights, on one of your images:
+  centermask benchmark --config-file centermask://centermask_lite_V_39_eSE_FPN_ms_4x \\
+      --image photo.jpg --modes eager,optimized
+"""
 
 
 def _int_list(text: str):
@@ -49,12 +68,27 @@ def _int_list(text: str):
     return values
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog,
+        description="Benchmark inference (per stage, several execution modes) or training.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config-file", required=True, help="CenterMask YAML config")
-    parser.add_argument("--weights", default="", help="checkpoint; default: synthetic weights")
+    parser.add_argument(
+        "--config-file",
+        required=True,
+        help="config file, or a published model's name (centermask://NAME)",
+    )
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument(
+        "--weights",
+        default="",
+        help="checkpoint; default: a published model's weights, else synthetic weights",
+    )
+    weights.add_argument(
+        "--synthetic-weights", action="store_true", help="synthetic weights, for any config"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
@@ -73,12 +107,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train-batch", type=int, default=2, help="images per training batch")
     parser.add_argument("--train-objects", type=int, default=8, help="instances per image")
     parser.add_argument("--output", default="", help="write the results as JSON here")
+    add_debug_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    return parser.parse_args(argv)
+    return parser
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """The benchmark of ``args`` (of :func:`build_parser`); returns the report."""
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -87,18 +126,21 @@ def main(argv=None) -> dict:
     device = torch.device(args.device)
     dtype = parse_dtype(args.dtype)
 
+    name = zoo_name(args.config_file)
+    weights = "" if args.synthetic_weights else args.weights or (name and published_weights(name))
+    config_file, opts = resolve_config_file(args.config_file, args.opts)
     cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(list(args.opts))
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(opts)
     cfg.MODEL.DEVICE = str(device)
-    cfg.MODEL.WEIGHTS = args.weights
+    cfg.MODEL.WEIGHTS = weights or ""
     cfg.freeze()
-    model = build_inference_model(cfg, args.weights or None)
+    model = build_inference_model(cfg, weights or None)
 
     report = {
-        "command": " ".join(["python", "tools/analysis/benchmark.py"] + (argv or sys.argv[1:])),
+        "command": " ".join(sys.argv),
         "config_file": args.config_file,
-        "weights": args.weights or "synthetic",
+        "weights": weights or "synthetic",
         "environment": environment_info(device, dtype),
     }
     env = report["environment"]
@@ -124,7 +166,7 @@ def main(argv=None) -> dict:
         if args.image:
             image = cv2.imread(args.image, cv2.IMREAD_COLOR)
             if image is None:
-                raise SystemExit(f"--image {args.image!r} could not be read as an image")
+                raise ValueError(f"--image {args.image!r} could not be read as an image")
             images = [image]
         else:
             images = [
@@ -153,5 +195,10 @@ def main(argv=None) -> dict:
     return report
 
 
-if __name__ == "__main__":
-    main()
+def command(args: argparse.Namespace) -> int:
+    run(args)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return parse_and_run(build_parser(), command, argv)

@@ -1,9 +1,12 @@
-#!/usr/bin/env python
-"""Run a CenterMask model on images, a video or a webcam and draw the predictions.
+"""``centermask demo`` (and ``tools/demo.py``): run a model on images, a video or a webcam and
+draw the predictions.
 
-    python tools/demo.py --config-file CONFIG --input a.jpg dir/ "imgs/*.png" --output out/ \
+    centermask demo --config-file CONFIG --input a.jpg dir/ "imgs/*.png" --output out/ \
         [--confidence-threshold 0.4] [--score box|mask] [--color-by-mask-score] \
         --opts MODEL.WEIGHTS model_final.pth
+
+``--config-file`` takes a path or a published model's name (``centermask://NAME``: its config
+and, unless ``--opts MODEL.WEIGHTS`` is given, its weights, downloaded once into the cache).
 
 Which score is thresholded (``--confidence-threshold``, default 0.4) is explicit:
 
@@ -30,7 +33,6 @@ import glob
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,7 @@ from detectron2.utils.logger import setup_logger
 
 import centermask  # noqa: F401  (registers the model components)
 import centermask.data  # noqa: F401  (registers the synthetic data sets: their class names)
+from centermask.cli.common import add_debug_argument, parse_and_run
 from centermask.engine import (
     BatchPredictor,
     add_dataset_argument,
@@ -57,10 +60,35 @@ from centermask.utils.file_io import atomic_write
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 logger = logging.getLogger("centermask.demo")
 
+EPILOG = """
+Examples:
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="CenterMask demo")
-    parser.add_argument("--config-file", required=True, metavar="FILE")
+A published model (config and weights by name; the weights are downloaded once):
+  centermask demo --config-file centermask://centermask_lite_V_39_eSE_FPN_ms_4x \\
+      --input photo.jpg --output out/
+
+Your checkpoint, masks coloured by the predicted mask IoU, predictions as COCO json too:
+  centermask demo --config-file configs/centermask/centermask_lite_V_39_eSE_FPN_ms_4x.yaml \\
+      --input images/ --output out/ --output-json out/predictions.json --color-by-mask-score \\
+      --opts MODEL.WEIGHTS output/model_final.pth
+
+The weights keep their authors' terms (non-commercial for the published ones).
+"""
+
+
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Run a model on images, a video or a webcam and draw the predictions.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config-file",
+        required=True,
+        metavar="FILE",
+        help="config file, or a published model's name (centermask://NAME)",
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", nargs="+", help="image files, folders or glob patterns")
     source.add_argument("--video-input", help="a video file")
@@ -88,8 +116,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="write the predictions of all input images to FILE in COCO results format",
     )
     add_dataset_argument(parser)
+    add_debug_argument(parser)
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE ...")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 @dataclass
@@ -260,8 +293,8 @@ def run_video(args, predictor: BatchPredictor, metadata, summary: DemoSummary) -
             writer.release()
 
 
-def main(argv=None) -> DemoSummary:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> DemoSummary:
+    """The demo over ``args`` (of :func:`build_parser`)."""
     setup_logger(name="centermask")
     setup_logger(name="detectron2")
     # Inference only: class counts the config leaves unset come from DATASETS.TEST.
@@ -285,5 +318,10 @@ def main(argv=None) -> DemoSummary:
     return summary
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]).exit_status)
+def command(args: argparse.Namespace) -> int:
+    """Exit status 1 when an input was skipped."""
+    return run(args).exit_status
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return parse_and_run(build_parser(), command, argv)

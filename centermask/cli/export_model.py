@@ -1,12 +1,15 @@
-#!/usr/bin/env python
-"""Export a CenterMask model for deployment: ONNX (onnxruntime) or a TorchScript trace.
+"""``centermask export`` (and ``tools/deploy/export_model.py``): export a model for deployment,
+ONNX (onnxruntime) or a TorchScript trace.
 
-    python tools/deploy/export_model.py --config-file configs/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml \\
+    centermask export --config-file configs/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml \\
         --weights model_final.pth --format onnx --output export/lite
-    python tools/deploy/export_model.py --config-file CONFIG --synthetic-weights --format onnx --output out --check
-    python tools/deploy/export_model.py --config-file CONFIG --weights model_final.pth --format onnx --int8 \
+    centermask export --config-file CONFIG --synthetic-weights --format onnx --output out --check
+    centermask export --config-file CONFIG --weights model_final.pth --format onnx --int8 \
         --calib-dataset synthetic_train --calib-images 64 --calib-method percentile \
         --keep-float cls_logits --output export/int8 --check
+
+``--config-file`` takes a path or a published model's name (``centermask://NAME``), whose
+published weights are exported unless ``--weights`` or ``--synthetic-weights`` is given.
 
 ONNX writes ``dense.onnx`` (backbone + FPN + FCOS head, dynamic batch/height/width),
 ``mask_heads.onnx`` (SAG-Mask + MaskIoU on pooled RoI features) and ``centermask_export.json``;
@@ -23,11 +26,12 @@ TorchScript writes ``dense.ts``, the traced dense part (to use with
 """
 
 import argparse
-import sys
+from typing import List, Optional
 
 import torch
 
 import centermask.data  # noqa: F401  (registers the built-in synthetic data sets)
+from centermask.cli.common import UsageError, add_debug_argument, parse_and_run
 from centermask.config import get_cfg
 from centermask.data.command_line import register_dataset_specs
 from centermask.data.inputs import model_inputs, synthetic_image
@@ -40,15 +44,38 @@ from centermask.export.int8 import (
     calibration_batches,
     export_int8_onnx,
 )
+from centermask.model_zoo import published_weights, resolve_config_file, zoo_name
+
+EPILOG = """
+Examples:
+
+A published model to ONNX, checked against PyTorch on a synthetic image:
+  centermask export --config-file centermask://centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x \\
+      --output export/lite --check
+
+Your checkpoint, int8 ONNX calibrated on 64 images of a registered data set:
+  centermask export --config-file configs/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml \\
+      --weights output/model_final.pth --int8 --calib-dataset synthetic_train --calib-images 64 \\
+      --output export/int8 --check
+"""
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog,
+        description="Export a model for deployment: ONNX (onnxruntime) or a TorchScript trace.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config-file", required=True, help="CenterMask YAML config")
-    weights = parser.add_mutually_exclusive_group(required=True)
-    weights.add_argument("--weights", help="checkpoint to export")
+    parser.add_argument(
+        "--config-file",
+        required=True,
+        help="config file, or a published model's name (centermask://NAME)",
+    )
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument(
+        "--weights", help="checkpoint to export (default for a published model: its weights)"
+    )
     weights.add_argument(
         "--synthetic-weights", action="store_true", help="deterministic synthetic weights (tests)"
     )
@@ -78,13 +105,36 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="8-bit weights, for CPUs with VNNI only (7-bit by default: no int16 saturation)",
     )
+    add_debug_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Options that do not go together raise a :class:`UsageError`."""
     if args.int8 and args.format != "onnx":
-        parser.error("--int8 needs --format onnx")
+        raise UsageError("--int8 needs --format onnx")
     if args.int8 and not args.calib_dataset:
-        parser.error("--int8 needs --calib-dataset NAME (a registered data set)")
-    return args
+        raise UsageError("--int8 needs --calib-dataset NAME (a registered data set)")
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def weights_to_export(args: argparse.Namespace) -> Optional[str]:
+    """``--weights``; a published model's weights when ``--config-file`` names one; None for
+    ``--synthetic-weights``."""
+    if args.synthetic_weights:
+        return None
+    name = zoo_name(args.config_file)
+    weights = args.weights or (published_weights(name) if name else None)
+    if not weights:
+        raise UsageError(
+            "--weights CHECKPOINT or --synthetic-weights is needed (or a published model's name "
+            "as --config-file: centermask://NAME)"
+        )
+    return weights
 
 
 def check_onnx(model, cfg, folder) -> float:
@@ -116,16 +166,19 @@ def check_int8(model, cfg, folder) -> str:
     )
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> None:
+    """The export of ``args`` (of :func:`build_parser`)."""
+    check_args(args)
+    weights = weights_to_export(args)
     register_dataset_specs(args.dataset)
+    config_file, opts = resolve_config_file(args.config_file, args.opts)
     cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(list(args.opts))
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(opts)
     cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = args.weights or ""
+    cfg.MODEL.WEIGHTS = weights or ""
     cfg.freeze()
-    model = build_inference_model(cfg, args.weights)
+    model = build_inference_model(cfg, weights)
     if args.format == "torchscript":
         path = export_torchscript(model, args.output, height=args.height, width=args.width)
         print(f"wrote {path}")
@@ -154,5 +207,10 @@ def main(argv=None) -> None:
         print(f"check passed: max score difference {check_onnx(model, cfg, args.output):.2e}")
 
 
-if __name__ == "__main__":
-    main(sys.argv[1:])
+def command(args: argparse.Namespace) -> int:
+    run(args)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return parse_and_run(build_parser(), command, argv)

@@ -1,8 +1,8 @@
-#!/usr/bin/env python
-"""CPU quickstart: generate the synthetic data set, train a Lite model from scratch, evaluate.
+"""``centermask quickstart`` (and ``tools/quickstart.py``): CPU quickstart, generate the synthetic
+data set, train a Lite model from scratch, evaluate.
 
-    python tools/quickstart.py [--output-dir output/quickstart] [--data-dir datasets/synthetic]
-                               [--budget-minutes 15] [--threads N] [KEY VALUE ...]
+    centermask quickstart [--output-dir output/quickstart] [--data-dir datasets/synthetic]
+                          [--budget-minutes 15] [--threads N] [KEY VALUE ...]
 
 Steps: (1) write the built-in synthetic data set unless the same one is already there, (2) train
 the config (default: CenterMask-PR on FCOS with a Lite V-19-slim-dw-eSE,
@@ -25,54 +25,45 @@ half as many, interleaved, keeps the faster, and times them again whenever the s
 (centermask.engine.threads.ThreadChoice): on a 2-core machine shared with another busy process
 one thread can be faster, on an idle one two are. OpenMP threads sleep instead of spinning when
 they wait (OMP_WAIT_POLICY PASSIVE; spinning made the busy case 0.88 s per iteration instead of
-0.49).
+0.49). The variable is read when torch is loaded: ``tools/quickstart.py`` sets it before its
+imports, and ``centermask quickstart`` restarts its process with it when it is not set. The
+time budget counts from the start of the process, imports included.
 """
 
+import argparse
+import functools
+import json
+import logging
+import os
 import time
+from pathlib import Path
+from typing import List, Optional
 
-# The budget counts from here, before the imports (several seconds on a busy machine).
-PROCESS_START = time.perf_counter()
+import cv2
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from detectron2.utils.visualizer import Visualizer
 
-import os  # noqa: E402
-
-# Read by the OpenMP runtime when torch loads it, so it must be set before the imports below.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import List, Optional  # noqa: E402
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
-from detectron2.utils import comm  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
-from detectron2.utils.visualizer import Visualizer  # noqa: E402
-
-import centermask  # noqa: F401,E402  (registers the model components)
-from centermask.checkpoint import AtomicCheckpointer  # noqa: E402
-from centermask.data import ensure_synthetic, register_synthetic  # noqa: E402
-from centermask.data.synthetic import (  # noqa: E402
-    BUILTIN_NUM_TRAIN,
-    BUILTIN_NUM_VAL,
-    BUILTIN_SCENE,
+import centermask  # noqa: F401  (registers the model components)
+from centermask.checkpoint import AtomicCheckpointer
+from centermask.cli.common import (
+    OMP_ENVIRONMENT,
+    add_debug_argument,
+    parse_and_run,
+    process_start_seconds_ago,
 )
-from centermask.engine import (  # noqa: E402
-    Trainer,
-    choose_backend,
-    draw_predictions,
-    filter_by_score,
-    launch,
-)
-from centermask.engine.defaults import build_config  # noqa: E402
-from centermask.engine.threads import ThreadChoice  # noqa: E402
+from centermask.data import ensure_synthetic, register_synthetic
+from centermask.data.synthetic import BUILTIN_NUM_TRAIN, BUILTIN_NUM_VAL, BUILTIN_SCENE
+from centermask.engine import Trainer, choose_backend, draw_predictions, filter_by_score, launch
+from centermask.engine.defaults import build_config
+from centermask.engine.threads import ThreadChoice
+from centermask.model_zoo import resolve_config_file
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = ROOT / "configs/quickstart/centermask_pr_fcos_lite_V_19_slim_dw_eSE_synthetic.yaml"
+# A shipped config, found in the installed package or the source checkout.
+DEFAULT_CONFIG = "centermask://quickstart/centermask_pr_fcos_lite_V_19_slim_dw_eSE_synthetic"
 # The summary's title, by MODEL.META_ARCHITECTURE.
 MODEL_NAMES = {
     "GeneralizedRCNN": "CenterMask",
@@ -87,9 +78,32 @@ _AFTER_TRAINING_SECONDS = 10.0
 _MARGIN_FRACTION = 0.02
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config-file", default=str(DEFAULT_CONFIG))
+EPILOG = """
+Examples:
+
+The default run (CenterMask-PR Lite, 15 minutes in all), then the CondInst Lite config in 5:
+  centermask quickstart
+  centermask quickstart --budget-minutes 5 --output-dir output/quickstart_condinst \\
+      --config-file configs/quickstart/condinst_lite_V_19_slim_dw_eSE_synthetic.yaml
+
+Two training processes (gloo data parallel, one thread each):
+  centermask quickstart --processes 2
+"""
+
+
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="CPU quickstart: generate the synthetic data set, train a Lite model from "
+        "scratch for a time budget, evaluate, draw predictions.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config-file",
+        default=DEFAULT_CONFIG,
+        help="config file or shipped config name (default: %(default)s)",
+    )
     parser.add_argument("--output-dir", default=None, help="default: OUTPUT_DIR of the config")
     parser.add_argument(
         "--data-dir",
@@ -122,8 +136,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
     parser.add_argument("--eval-only", action="store_true", help="evaluate model_final.pth")
+    add_debug_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def write_prediction_images(cfg, model, dataset: str, out_dir: Path, count: int, threshold: float):
@@ -231,19 +250,21 @@ def _ap(results: dict, task: str, key: str = "AP") -> float:
     return float(results.get(task, {}).get(key, float("nan")))
 
 
-def main(argv=None, started: Optional[float] = None) -> dict:
-    """Run the quickstart; the budget counts from ``started`` (a ``time.perf_counter()`` value,
-    default: now)."""
-    args = parse_args(argv)
+def run(args: argparse.Namespace, started: Optional[float] = None) -> dict:
+    """Run the quickstart of ``args`` (of :func:`build_parser`); the budget counts from
+    ``started`` (a ``time.perf_counter()`` value, default: now). Returns the summary."""
     start = time.perf_counter() if started is None else started
     if args.threads:
         torch.set_num_threads(args.threads)
+    # Inherited by spawned training processes (this one's OpenMP runtime has read it already).
+    for key, value in OMP_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
 
     # 1. Config and logs.
-    opts = list(args.opts)
+    config_file, opts = resolve_config_file(args.config_file, args.opts)
     if args.output_dir:
         opts += ["OUTPUT_DIR", args.output_dir]
-    cfg = build_config(argparse.Namespace(config_file=args.config_file, opts=opts))
+    cfg = build_config(argparse.Namespace(config_file=config_file, opts=opts))
     out = Path(cfg.OUTPUT_DIR)
     out.mkdir(parents=True, exist_ok=True)
     logger = setup_logger(str(out), name="detectron2")
@@ -275,7 +296,7 @@ def main(argv=None, started: Optional[float] = None) -> dict:
             dist_url="auto",
             backend=choose_backend(cfg.MODEL.DEVICE),
             args=(
-                args.config_file,
+                config_file,
                 opts,
                 str(data_dir),
                 deadline,
@@ -301,7 +322,7 @@ def main(argv=None, started: Optional[float] = None) -> dict:
     # 5. Summary.
     total = time.perf_counter() - start
     summary = {
-        "config": args.config_file,
+        "config": config_file,
         "iterations": record["iterations"],
         "iterations_this_run": record["iterations_this_run"],
         "images_per_batch": int(cfg.SOLVER.IMS_PER_BATCH),
@@ -325,7 +346,7 @@ def main(argv=None, started: Optional[float] = None) -> dict:
     per_iteration = summary["seconds_per_iteration"]
     choices = summary["thread_choices"]
     rows = [
-        ("config", os.path.relpath(args.config_file)),
+        ("config", os.path.relpath(config_file)),
         ("data", f"{data_dir} ({args.num_train} train / {args.num_val} val images)"),
         ("iterations", f"{summary['iterations']} x {summary['images_per_batch']} images"),
         ("s / iteration", f"{per_iteration:.2f} (at the end)" if per_iteration else "-"),
@@ -346,6 +367,19 @@ def main(argv=None, started: Optional[float] = None) -> dict:
     return summary
 
 
-if __name__ == "__main__":
+def command(args: argparse.Namespace, started: Optional[float] = None) -> int:
     logging.captureWarnings(True)
-    main(sys.argv[1:], started=PROCESS_START)
+    run(args, started)
+    return 0
+
+
+def process_start() -> float:
+    """The ``time.perf_counter()`` value of the start of this process."""
+    return time.perf_counter() - process_start_seconds_ago()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """The command; with ``argv`` None (the process's command line) the budget counts from the
+    start of the process, else from this call."""
+    started = process_start() if argv is None else None
+    return parse_and_run(build_parser(), functools.partial(command, started=started), argv)

@@ -11,10 +11,14 @@ from .download import ChecksumError, DownloadError, cache_dir, cached_download
 from .model_zoo import (
     CenterMaskHandler,
     canonical_name,
+    configs_root,
     get,
     get_checkpoint_url,
     get_config_file,
     list_models,
+    published_weights,
+    resolve_config_file,
+    zoo_name,
 )
 
 __all__ = [
@@ -26,8 +30,12 @@ __all__ = [
     "cache_dir",
     "cached_download",
     "canonical_name",
+    "configs_root",
     "get",
     "get_checkpoint_url",
     "get_config_file",
     "list_models",
+    "published_weights",
+    "resolve_config_file",
+    "zoo_name",
 ]
