@@ -38,11 +38,11 @@ from centermask.benchmark.inference import (
     parse_modes,
 )
 from centermask.benchmark.training import benchmark_training, format_training_table
-from centermask.cli.common import add_debug_argument, parse_and_run
+from centermask.cli.common import command_parser, parse_and_run
 from centermask.config import get_cfg
 from centermask.data.inputs import synthetic_image
 from centermask.engine.predictor import build_inference_model
-from centermask.model_zoo import published_weights, resolve_config_file, zoo_name
+from centermask.model_zoo import config_file_weights, resolve_config_file
 
 EPILOG = """
 Examples:
@@ -69,16 +69,8 @@ def _int_list(text: str):
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Benchmark inference (per stage, several execution modes) or training.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--config-file",
-        required=True,
-        help="config file, or a published model's name (centermask://NAME)",
+    parser = command_parser(
+        prog, "Benchmark inference (per stage, several execution modes) or training.", EPILOG
     )
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument(
@@ -107,7 +99,6 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--train-batch", type=int, default=2, help="images per training batch")
     parser.add_argument("--train-objects", type=int, default=8, help="instances per image")
     parser.add_argument("--output", default="", help="write the results as JSON here")
-    add_debug_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser
 
@@ -126,8 +117,9 @@ def run(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     dtype = parse_dtype(args.dtype)
 
-    name = zoo_name(args.config_file)
-    weights = "" if args.synthetic_weights else args.weights or (name and published_weights(name))
+    weights = (
+        None if args.synthetic_weights else args.weights or config_file_weights(args.config_file)
+    )
     config_file, opts = resolve_config_file(args.config_file, args.opts)
     cfg = get_cfg()
     cfg.merge_from_file(config_file)

@@ -25,6 +25,7 @@ __all__ = [
     "USER_ERROR_STATUS",
     "UsageError",
     "add_debug_argument",
+    "command_parser",
     "debug_enabled",
     "error_message",
     "parse_and_run",
@@ -56,6 +57,35 @@ USER_ERRORS = (
     KeyError,
     ValueError,
 )
+
+
+def command_parser(
+    prog: Optional[str],
+    description: str,
+    epilog: str,
+    config_file: Optional[str] = "",
+) -> argparse.ArgumentParser:
+    """A command's parser: ``description``, then ``epilog`` (the examples) as written, and
+    ``--debug``; with ``config_file`` not None, ``--config-file`` too (required when
+    ``config_file`` is "", else with that default)."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    if config_file is not None:
+        parser.add_argument(
+            "--config-file",
+            required=not config_file,
+            default=config_file or None,
+            metavar="FILE",
+            help="config file, or a model-zoo name (centermask://NAME: its config and, unless "
+            "the weights are given, its published weights)"
+            + (" (default: %(default)s)" if config_file else ""),
+        )
+    add_debug_argument(parser)
+    return parser
 
 
 def add_debug_argument(parser: argparse.ArgumentParser) -> None:

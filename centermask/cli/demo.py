@@ -44,9 +44,9 @@ from detectron2.data import MetadataCatalog
 from detectron2.structures import Instances
 from detectron2.utils.logger import setup_logger
 
-import centermask  # noqa: F401  (registers the model components)
 import centermask.data  # noqa: F401  (registers the synthetic data sets: their class names)
-from centermask.cli.common import add_debug_argument, parse_and_run
+import centermask.modeling  # noqa: F401  (registers the model components)
+from centermask.cli.common import command_parser, parse_and_run
 from centermask.engine import (
     BatchPredictor,
     add_dataset_argument,
@@ -77,17 +77,8 @@ The weights keep their authors' terms (non-commercial for the published ones).
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Run a model on images, a video or a webcam and draw the predictions.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--config-file",
-        required=True,
-        metavar="FILE",
-        help="config file, or a published model's name (centermask://NAME)",
+    parser = command_parser(
+        prog, "Run a model on images, a video or a webcam and draw the predictions.", EPILOG
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", nargs="+", help="image files, folders or glob patterns")
@@ -116,7 +107,6 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
         help="write the predictions of all input images to FILE in COCO results format",
     )
     add_dataset_argument(parser)
-    add_debug_argument(parser)
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE ...")
     return parser
 

@@ -31,7 +31,7 @@ from typing import List, Optional
 import torch
 
 import centermask.data  # noqa: F401  (registers the built-in synthetic data sets)
-from centermask.cli.common import UsageError, add_debug_argument, parse_and_run
+from centermask.cli.common import UsageError, command_parser, parse_and_run
 from centermask.config import get_cfg
 from centermask.data.command_line import register_dataset_specs
 from centermask.data.inputs import model_inputs, synthetic_image
@@ -44,7 +44,7 @@ from centermask.export.int8 import (
     calibration_batches,
     export_int8_onnx,
 )
-from centermask.model_zoo import published_weights, resolve_config_file, zoo_name
+from centermask.model_zoo import config_file_weights, resolve_config_file
 
 EPILOG = """
 Examples:
@@ -61,16 +61,8 @@ Your checkpoint, int8 ONNX calibrated on 64 images of a registered data set:
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Export a model for deployment: ONNX (onnxruntime) or a TorchScript trace.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--config-file",
-        required=True,
-        help="config file, or a published model's name (centermask://NAME)",
+    parser = command_parser(
+        prog, "Export a model for deployment: ONNX (onnxruntime) or a TorchScript trace.", EPILOG
     )
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument(
@@ -105,7 +97,6 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
         action="store_true",
         help="8-bit weights, for CPUs with VNNI only (7-bit by default: no int16 saturation)",
     )
-    add_debug_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser
 
@@ -127,8 +118,7 @@ def weights_to_export(args: argparse.Namespace) -> Optional[str]:
     ``--synthetic-weights``."""
     if args.synthetic_weights:
         return None
-    name = zoo_name(args.config_file)
-    weights = args.weights or (published_weights(name) if name else None)
+    weights = args.weights or config_file_weights(args.config_file)
     if not weights:
         raise UsageError(
             "--weights CHECKPOINT or --synthetic-weights is needed (or a published model's name "

@@ -21,11 +21,11 @@ Errors: see :mod:`centermask.cli.common` (one line and exit status 2 for a user'
 import argparse
 import functools
 import importlib
+import importlib.metadata
 import os
 import sys
 from typing import Callable, Dict, List, NamedTuple, Optional
 
-from centermask import __version__
 from centermask.cli.common import OMP_ENVIRONMENT, run_command
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -78,6 +78,13 @@ def _module(name: str):
     return importlib.import_module(COMMANDS[name].module)
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("centermask")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command's parser: one sub-parser per command, holding its script's options."""
     parser = argparse.ArgumentParser(
@@ -86,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"centermask {__version__}")
+    parser.add_argument("--version", action="version", version=f"centermask {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         own = _module(name).build_parser(prog=f"centermask {name}", **command.parser_options)

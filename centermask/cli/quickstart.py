@@ -47,11 +47,11 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
 
-import centermask  # noqa: F401  (registers the model components)
+import centermask.modeling  # noqa: F401  (registers the model components)
 from centermask.checkpoint import AtomicCheckpointer
 from centermask.cli.common import (
     OMP_ENVIRONMENT,
-    add_debug_argument,
+    command_parser,
     parse_and_run,
     process_start_seconds_ago,
 )
@@ -92,17 +92,12 @@ Two training processes (gloo data parallel, one thread each):
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="CPU quickstart: generate the synthetic data set, train a Lite model from "
-        "scratch for a time budget, evaluate, draw predictions.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--config-file",
-        default=DEFAULT_CONFIG,
-        help="config file or shipped config name (default: %(default)s)",
+    parser = command_parser(
+        prog,
+        "CPU quickstart: generate the synthetic data set, train a Lite model from scratch for a "
+        "time budget, evaluate, draw predictions.",
+        EPILOG,
+        config_file=DEFAULT_CONFIG,
     )
     parser.add_argument("--output-dir", default=None, help="default: OUTPUT_DIR of the config")
     parser.add_argument(
@@ -136,7 +131,6 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
     parser.add_argument("--eval-only", action="store_true", help="evaluate model_final.pth")
-    add_debug_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser
 

@@ -15,8 +15,8 @@ own COCO-format data sets by --dataset (see centermask.engine.build_config).
 import argparse
 from typing import List, Optional
 
-import centermask  # noqa: F401  (registers the model components)
 import centermask.data  # noqa: F401  (registers the built-in synthetic data sets)
+import centermask.modeling  # noqa: F401  (registers the model components)
 from centermask.cli.common import add_debug_argument, parse_and_run
 from centermask.engine import Trainer, argument_parser, build_config, choose_backend, launch, setup
 

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 from detectron2.utils.file_io import PathManager
 
-from centermask.cli.common import add_debug_argument, parse_and_run
+from centermask.cli.common import command_parser, parse_and_run
 from centermask.model_zoo import PUBLISHED_MODELS, cache_dir, canonical_name, get_config_file
 from centermask.model_zoo.model_zoo import PREFIX
 
@@ -40,13 +40,12 @@ LICENCE_NOTE = (
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="The published models: list them, or download one into the cache.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = command_parser(
+        prog,
+        "The published models: list them, or download one into the cache.",
+        EPILOG,
+        config_file=None,
     )
-    add_debug_argument(parser)
     actions = parser.add_subparsers(dest="action", required=True, metavar="{list,fetch}")
     actions.add_parser("list", help="name, COCO box / mask AP and weight terms of every model")
     fetch = actions.add_parser("fetch", help="download a model's checkpoint, print its path")

@@ -11,6 +11,7 @@ from .download import ChecksumError, DownloadError, cache_dir, cached_download
 from .model_zoo import (
     CenterMaskHandler,
     canonical_name,
+    config_file_weights,
     configs_root,
     get,
     get_checkpoint_url,
@@ -30,6 +31,7 @@ __all__ = [
     "cache_dir",
     "cached_download",
     "canonical_name",
+    "config_file_weights",
     "configs_root",
     "get",
     "get_checkpoint_url",

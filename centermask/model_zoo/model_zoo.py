@@ -34,6 +34,7 @@ from .download import cached_download, mirrored_url
 __all__ = [
     "CenterMaskHandler",
     "canonical_name",
+    "config_file_weights",
     "configs_root",
     "get",
     "get_checkpoint_url",
@@ -129,6 +130,13 @@ def zoo_name(config_file: str) -> Optional[str]:
     return None
 
 
+def config_file_weights(config_file: str) -> Optional[str]:
+    """The published weights a ``--config-file`` value stands for: ``centermask://<name>`` for
+    a model-zoo name with published weights; None for a path or a shipped config without."""
+    name = zoo_name(config_file) if config_file else None
+    return published_weights(name) if name else None
+
+
 def resolve_config_file(config_file: str, opts: Sequence[str] = ()) -> Tuple[str, List[str]]:
     """The config file and the ``KEY VALUE`` overrides a command runs with.
 
@@ -147,7 +155,7 @@ def resolve_config_file(config_file: str, opts: Sequence[str] = ()) -> Tuple[str
             )
         return config_file, opts
     path = get_config_file(name)
-    weights = published_weights(name)
+    weights = config_file_weights(config_file)
     if weights and "MODEL.WEIGHTS" not in opts[0::2]:
         opts = ["MODEL.WEIGHTS", weights] + opts
     return path, opts

@@ -37,7 +37,7 @@ from centermask.engine.predictor import build_inference_model
 from centermask.export.api import export_onnx
 from centermask.export.common import DENSE_ONNX, create_session
 from centermask.export.int8 import quantize_graph
-from centermask.model_zoo import published_weights, resolve_config_file, zoo_name
+from centermask.model_zoo import config_file_weights, resolve_config_file
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -99,8 +99,7 @@ def relative_error(outputs, reference) -> float:
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    name = zoo_name(args.config_file)
-    weights = args.weights or (published_weights(name) if name else None)
+    weights = args.weights or config_file_weights(args.config_file)
     config_file, opts = resolve_config_file(args.config_file, args.opts)
     cfg = get_cfg()
     cfg.merge_from_file(config_file)

@@ -36,7 +36,7 @@ from centermask.export.int8 import (
     calibration_batches,
     quantize_export,
 )
-from centermask.model_zoo import published_weights, resolve_config_file, zoo_name
+from centermask.model_zoo import config_file_weights, resolve_config_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,8 +92,7 @@ def format_table(rows: Dict[str, Dict[str, float]], reference: str) -> str:
 
 def run(args: argparse.Namespace) -> Dict:
     """The comparison of ``args`` (of :func:`build_parser`); returns the report."""
-    name = zoo_name(args.config_file)
-    weights = args.weights or (published_weights(name) if name else None)
+    weights = args.weights or config_file_weights(args.config_file)
     if not weights:
         raise UsageError(
             "--weights CHECKPOINT is needed (unless --config-file names a published model)"
