@@ -28,10 +28,10 @@ Checkpoints are downloaded once into $CENTERMASK_CACHE (default ~/.cache/centerm
 $CENTERMASK_MIRROR serves them from another base URL (file:///folder works).
 """
 
-# Who published the weights, by the name's sub-folder: the weights keep their authors' terms.
+# The licence of the weights, by the name's sub-folder (docs/MODEL_ZOO.md, "Licence of the weights").
 WEIGHT_TERMS = {
-    "centermask": "centermask2 authors' terms (non-commercial)",
-    "condinst": "AdelaiDet authors' terms (non-commercial)",
+    "centermask": "CC BY-NC 4.0 (non-commercial)",
+    "condinst": "AdelaiDet: non-commercial use only",
 }
 LICENCE_NOTE = (
     "The code of this package is Apache-2.0; the published weights are the original authors' "
