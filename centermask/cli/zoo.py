@@ -28,7 +28,7 @@ Checkpoints are downloaded once into $CENTERMASK_CACHE (default ~/.cache/centerm
 $CENTERMASK_MIRROR serves them from another base URL (file:///folder works).
 """
 
-# The licence of the weights, by the name's sub-folder (docs/MODEL_ZOO.md, "Licence of the weights").
+# Weight licences by the name's sub-folder (docs/MODEL_ZOO.md, "Licence of the weights").
 WEIGHT_TERMS = {
     "centermask": "CC BY-NC 4.0 (non-commercial)",
     "condinst": "AdelaiDet: non-commercial use only",
