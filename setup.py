@@ -2,8 +2,8 @@
 """centermask: CenterMask (VoVNetV2 + FCOS + SAG-Mask + MaskIoU) as a Detectron2 extension.
 
 detectron2 itself is not on PyPI: install it first (see README.md), or let ``make install`` do it.
-``pip install .`` provides the ``centermask`` command (centermask.cli.main) and ships configs/ inside
-the package (centermask/model_zoo/configs), so that config names work without the source checkout.
+``pip install .`` provides the ``centermask`` command (centermask.cli.main) and ships configs/
+inside the package (centermask/model_zoo/configs): config names work without the source checkout.
 """
 
 import shutil

@@ -4,7 +4,8 @@ several execution modes) or training iterations.
 Examples::
 
     # eager vs optimize_for_inference vs onnxruntime float32 and int8, synthetic weights, 2 threads
-    centermask benchmark --config-file configs/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml \\
+    centermask benchmark \\
+        --config-file configs/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml \\
         --threads 2 --modes eager,optimized,onnx,onnx-int8 --iterations 10 --output lite.json
     # batch sizes, real weights, GPU in fp16
     centermask benchmark --config-file CONFIG --weights model_final.pth --device cuda \\

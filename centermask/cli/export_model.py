@@ -1,7 +1,8 @@
 """``centermask export`` (and ``tools/deploy/export_model.py``): export a model for deployment,
 ONNX (onnxruntime) or a TorchScript trace.
 
-    centermask export --config-file configs/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml \\
+    centermask export \\
+        --config-file configs/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml \\
         --weights model_final.pth --format onnx --output export/lite
     centermask export --config-file CONFIG --synthetic-weights --format onnx --output out --check
     centermask export --config-file CONFIG --weights model_final.pth --format onnx --int8 \
@@ -54,7 +55,8 @@ A published model to ONNX, checked against PyTorch on a synthetic image:
       --output export/lite --check
 
 Your checkpoint, int8 ONNX calibrated on 64 images of a registered data set:
-  centermask export --config-file configs/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml \\
+  centermask export \\
+      --config-file configs/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml \\
       --weights output/model_final.pth --int8 --calib-dataset synthetic_train --calib-images 64 \\
       --output export/int8 --check
 """

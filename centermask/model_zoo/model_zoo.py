@@ -96,8 +96,8 @@ def canonical_name(name: str) -> str:
 
 def get_config_file(name: str) -> str:
     """Path of the config file of the published model ``name``; any shipped config is found by
-    its ``<sub-folder>/<stem>`` too (e.g. ``quickstart/centermask_lite_V_19_slim_dw_eSE_synthetic``),
-    with or without published weights."""
+    its ``<sub-folder>/<stem>`` too, with or without published weights (e.g.
+    ``quickstart/centermask_lite_V_19_slim_dw_eSE_synthetic``)."""
     root = configs_root()
     shipped = root / f"{_strip(name)}.yaml"
     if "/" in _strip(name) and shipped.is_file():

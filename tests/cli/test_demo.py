@@ -1,4 +1,5 @@
-"""tools/demo.py and BatchPredictor, with a randomly initialised model that keeps every candidate."""
+"""centermask demo (tools/demo.py) and BatchPredictor, with a randomly initialised model that keeps
+every candidate."""
 
 import json
 import os

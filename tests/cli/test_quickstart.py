@@ -1,4 +1,5 @@
-"""centermask quickstart (tools/quickstart.py) end to end, shortened: data, training, COCO AP, pictures, summary."""
+"""centermask quickstart (tools/quickstart.py) end to end, shortened: data, training, COCO AP,
+pictures, summary."""
 
 import json
 import os
