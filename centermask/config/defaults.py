@@ -7,6 +7,7 @@ defaults, so ``detectron2.config.get_cfg()`` stays untouched after ``import cent
 
 import contextlib
 import logging
+import os
 from typing import Iterator
 
 from detectron2.config import CfgNode as CN
@@ -58,8 +59,23 @@ class CenterMaskCfgNode(CN):
         return CN._decode_cfg_value(value)
 
     def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = True) -> None:
+        if "://" not in cfg_filename and not os.path.isfile(cfg_filename):
+            # detectron2 asserts this; a user's missing file is not a failed assertion
+            raise FileNotFoundError(f"Config file {cfg_filename!r} does not exist")
         with _missing_version_silenced():
             super().merge_from_file(cfg_filename, allow_unsafe=allow_unsafe)
+
+    def merge_from_list(self, cfg_list: list) -> None:
+        """yacs' ``merge_from_list``; an unknown key raises a KeyError and a list of odd length a
+        ValueError (yacs asserts both: they are a user's mistakes, not failed assertions)."""
+        if len(cfg_list) % 2:
+            raise ValueError(
+                f"Config overrides must be KEY VALUE pairs; got an odd number: {list(cfg_list)}"
+            )
+        try:
+            super().merge_from_list(cfg_list)
+        except AssertionError as e:
+            raise KeyError(str(e)) from e
 
 
 def add_centermask_config(cfg: CN) -> CN:

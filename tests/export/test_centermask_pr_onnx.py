@@ -9,6 +9,7 @@ from centermask.export.centermask_pr_onnx import (
     export_centermask_pr_onnx,
 )
 from tests.support.centermask_pr import fixed_batch, tiny_model, train_steps
+from tests.support.helpers import run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -55,13 +56,13 @@ def test_the_fcos_variant_is_refused_by_name(tmp_path):
 
 
 def test_export_model_tool_writes_and_checks_the_centermask_pr_graph(tmp_path, capsys):
-    from tests.support.helpers import load_tool
-
+    from centermask.cli import export_model
     from tests.support.centermask_pr import SYNTHETIC, TINY
 
-    load_tool("deploy/export_model").main(
+    run_cli(
+        export_model,
         ["--config-file", str(SYNTHETIC), "--synthetic-weights", "--output", str(tmp_path)]
-        + ["--height", "64", "--width", "64", "--check", *TINY]
+        + ["--height", "64", "--width", "64", "--check", *TINY],
     )
     assert (tmp_path / "centermask_pr_dense.onnx").is_file()
     assert "check passed" in capsys.readouterr().out
