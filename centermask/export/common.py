@@ -12,7 +12,7 @@
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -191,10 +191,13 @@ def open_export(
     providers: Optional[Sequence[str]] = None,
     threads: Optional[int] = None,
     expected_outputs: Optional[List[str]] = None,
+    check_metadata: Optional[Callable[[Path, Dict], None]] = None,
 ) -> ExportFolder:
     """Read ``export_dir``'s metadata, check it is a ``expected_format`` export and open its dense
     graph (``metadata["dense_graph"]``, default :data:`DENSE_ONNX`), whose outputs must be those
     the metadata lists (and ``expected_outputs``, when the model decides them).
+    ``check_metadata(metadata_path, metadata)`` raises when the export does not fit the model in
+    a way its design defines (called before the graph is opened).
 
     Every failure names the file and what to do.
     """
@@ -211,6 +214,8 @@ def open_export(
             f"{metadata_path} describes a {found!r} export, but this predictor reads "
             f"{expected_format!r} exports: export this model again"
         )
+    if check_metadata is not None:
+        check_metadata(metadata_path, metadata)
     dense_path = export_dir / metadata.get("dense_graph", DENSE_ONNX)
     dense = OnnxModule(create_session(dense_path, providers, threads), path=dense_path)
     if dense.output_names != metadata["dense_outputs"]:

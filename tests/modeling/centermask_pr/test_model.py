@@ -12,8 +12,10 @@ from tests.support.centermask_pr import (
     PR_CONFIGS,
     fixed_batch,
     input_with_ellipses,
+    matched_detections,
     tiny_model,
     train_steps,
+    trained_fcos_model,
 )
 from tests.support.helpers import get_config
 
@@ -190,6 +192,24 @@ def test_optimize_for_inference_keeps_the_outputs():
     )
     differing = (got.pred_masks != expected.pred_masks).float().mean()
     assert differing < 1e-3  # a pixel at the threshold may flip with float rounding
+
+
+def test_optimize_for_inference_keeps_the_outputs_of_the_fcos_detector():
+    from centermask import optimize_for_inference
+    from centermask.acceleration.fused_modules import FusedFCOSHead
+
+    model = trained_fcos_model()
+    inputs = [{"image": torch.rand(3, 64, 96) * 255, "height": 80, "width": 120}]
+    inputs += [{"image": x["image"]} for x in fixed_batch()]
+    with torch.no_grad():
+        expected = model(inputs)
+    fast = optimize_for_inference(model)
+    assert isinstance(fast.model.detector.fcos.fcos_head, FusedFCOSHead)
+    non_empty = 0
+    for got, want in zip(fast(inputs), expected):
+        assert len(want["instances"]) > 0
+        non_empty += matched_detections(got["instances"], want["instances"])
+    assert non_empty > 0
 
 
 def test_benchmark_stages_split_detector_and_mask_assembly():
