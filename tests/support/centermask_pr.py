@@ -17,10 +17,11 @@ FCOS += ["MODEL.FCOS.TOP_LEVELS", "2", "MODEL.FCOS.NORM", "none", "MODEL.FCOS.NU
 FCOS += ["MODEL.FCOS.NUM_BOX_CONVS", "1"]
 # Saliency on P3 (stride 8), masks on a stride-2 grid.
 FCOS_MASK_STRIDE_2 = FCOS + ["MODEL.CENTERMASK_PR.MASK_STRIDE", "2"]
-# The FCOS detector trained by :func:`trained_fcos_model`: its class probabilities are near 0.1
-# and its mask probabilities peak at 0.07-0.09, so these thresholds give detections with
-# non-empty masks.
-FCOS_TEST = ["MODEL.FCOS.INFERENCE_TH_TEST", "0.03", "MODEL.CENTERMASK_PR.MASK_THRESHOLD", "0.05"]
+# The FCOS detector trained by :func:`trained_fcos_model`: its training is sensitive to float
+# rounding (the order of earlier tests changes it), but over seeds its scores peaked at 0.08-0.22
+# and its mask probabilities at 0.07-0.50, so these thresholds give 30-100 detections per image
+# with distinct scores and non-empty masks.
+FCOS_TEST = ["MODEL.FCOS.INFERENCE_TH_TEST", "0.01", "MODEL.CENTERMASK_PR.MASK_THRESHOLD", "0.05"]
 EVERY_DETECTOR = pytest.mark.parametrize(
     "detector",
     [[], FCOS, FCOS_MASK_STRIDE_2],
