@@ -57,7 +57,7 @@ def _as_arrays(runner, prefixes, inputs, raw):
 
 def _check_per_instance_fields(name, prefix, ours, tol):
     """Dynamic parameters, locations, levels and mask statistics of the matched raw detections."""
-    from compare import match_detections
+    from tests.support.parity.compare import match_detections
 
     ref = load_npz(name, "instances.npz")
     p = prefix + "__"
