@@ -1,81 +1,138 @@
 """``optimize_for_inference`` for CenterMask-PR: the same outputs, from a folded, fused, NHWC
 copy of the model whose dense part can be compiled and autocast to fp16 / bf16.
 
-CenterMask-PR has no RoI stage and no NMS, so what :mod:`.optimize` does for CenterMask's
-backbone applies unchanged to its whole network: frozen / eval-mode norms folded into the convs,
-conv + ReLU fused (backbone units and every CenterNet-style head), channels-last weights. The
-network is split as for the other designs:
+CenterMask-PR has no RoI stage, so what :mod:`.optimize` does for CenterMask's backbone applies
+unchanged to its whole network: frozen / eval-mode norms folded into the convs, conv + ReLU fused
+(backbone units and every CenterNet-style head), channels-last weights; with the FCOS detector,
+its class and box towers run as one (:class:`~.fused_modules.FusedFCOSHead`, as for CenterMask).
+The network is split as for the other designs:
 
-* :class:`DenseCenterMaskPR`, tensor in / tensors out: backbone, the detector's dense heads
-  (centre heatmap, or FCOS's head with its box towers) and the saliency head. It is what
-  ``torch.compile`` and autocast wrap, and what the ONNX export writes (heatmap detector).
-* in float32, with the model's own functions: peak extraction or FCOS decoding, the heads read at
-  the peaks, mask assembly and pasting.
+* :class:`DenseCenterMaskPR`, tensor in / tensors out: backbone, the detector's dense outputs
+  (:class:`HeatmapOutputs` or :class:`FCOSOutputs`) and the saliency head. It is what
+  ``torch.compile`` and autocast wrap, and what the ONNX export writes;
+* in float32, with the model's own functions: peak extraction or FCOS decoding (the detector
+  outputs' ``detect``), mask assembly and pasting (:meth:`CenterMaskPR.finish`).
 """
 
 import copy
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from detectron2.structures import Instances
 from torch import nn
 
 from centermask.modeling.centermask_pr import CenterMaskPR, FCOSPointDetector
-from centermask.modeling.centermask_pr.fcos_detector import as_point_detections
+from centermask.modeling.centermask_pr.meta_arch import DETECTORS
 
 from .dtypes import DtypeLike, autocast_to, compile_dense, parse_dtype
 from .fold_batchnorm import fold_frozen_batchnorm
-from .fused_modules import fuse_conv_activations
+from .fused_modules import FusedFCOSHead, fuse_conv_activations
 from .inference_model import FCOSDecoding
 
-__all__ = ["CenterMaskPRInference", "DenseCenterMaskPR", "optimize_centermask_pr_for_inference"]
+__all__ = [
+    "CenterMaskPRInference",
+    "DenseCenterMaskPR",
+    "FCOSOutputs",
+    "HeatmapOutputs",
+    "detector_name",
+    "optimize_centermask_pr_for_inference",
+]
 
 
-def _check_model(model: nn.Module) -> None:
+def detector_name(model: nn.Module) -> str:
+    """``MODEL.CENTERMASK_PR.DETECTOR`` of a CenterMask-PR model ("heatmap" or "fcos")."""
     if not isinstance(model, CenterMaskPR):
         raise TypeError(f"expected a CenterMaskPR model, got {type(model).__name__}")
+    for name, detector_class in DETECTORS.items():
+        if isinstance(model.detector, detector_class):
+            return name
+    raise TypeError(
+        f"ONNX export of CenterMask-PR covers the detectors {sorted(DETECTORS)} "
+        f"(MODEL.CENTERMASK_PR.DETECTOR), got {type(model.detector).__name__}"
+    )
+
+
+class HeatmapOutputs(nn.Module):
+    """The centre-heatmap detector's part of the graph and of the decoding: heatmap logits
+    (N, K, H, W) and the heads' input feature (N, C, H, W); its other heads run at the peaks."""
+
+    def __init__(self, detector: nn.Module):
+        super().__init__()
+        self.detector = detector
+
+    def output_names(self) -> List[str]:
+        return ["heatmap", "head_input"]
+
+    def forward(self, features: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, ...]:
+        head_input = features[self.detector.in_feature]
+        return self.detector.heatmap_head(head_input), head_input
+
+    def detect(
+        self, outputs: Dict[str, torch.Tensor], image_sizes: List[Tuple[int, int]]
+    ) -> List[Instances]:
+        """Graph outputs by name -> per-image detections with ``shape_features``."""
+        return self.detector.detect(outputs["heatmap"], outputs["head_input"], image_sizes)
+
+
+class FCOSOutputs(nn.Module):
+    """The FCOS detector's part of the graph and of the decoding: per level (finest first) the
+    class logits (N, K, H_l, W_l), box regression (N, 4, H_l, W_l), centerness logits
+    (N, 1, H_l, W_l) and shape features (N, C, H_l, W_l), the box tower as FCOS hands it over."""
+
+    def __init__(self, detector: FCOSPointDetector):
+        super().__init__()
+        self.detector = detector
+        self.levels = list(detector.in_features)
+        self.decoding = FCOSDecoding.from_fcos(detector.fcos)
+
+    def output_names(self) -> List[str]:
+        names = []
+        for kind in ("logits", "bbox_reg", "ctrness", "shape_features"):
+            names += [f"{kind}_{level}" for level in self.levels]
+        return names
+
+    def forward(self, features: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, ...]:
+        fcos = self.detector.fcos
+        logits, bbox_reg, ctrness, towers = fcos.fcos_head([features[f] for f in self.levels])[:4]
+        shape_features = [self.detector.tower_features(tower) for tower in towers]
+        return (*logits, *bbox_reg, *ctrness, *shape_features)
+
+    def detect(
+        self, outputs: Dict[str, torch.Tensor], image_sizes: List[Tuple[int, int]]
+    ) -> List[Instances]:
+        """Graph outputs by name -> per-image detections with ``shape_features``."""
+        logits, bbox_reg, ctrness, shape_features = (
+            [outputs[f"{kind}_{level}"] for level in self.levels]
+            for kind in ("logits", "bbox_reg", "ctrness", "shape_features")
+        )
+        detections = self.decoding(logits, bbox_reg, ctrness, image_sizes, top_feats=shape_features)
+        return self.detector.with_shape_features(detections)
+
+
+DETECTOR_OUTPUTS = {"heatmap": HeatmapOutputs, "fcos": FCOSOutputs}
 
 
 class DenseCenterMaskPR(nn.Module):
-    """Backbone + dense heads with tensor outputs, for (N, 3, H, W) normalised padded images.
-
-    Outputs, in this order (:meth:`output_names`):
-
-    * heatmap detector: the heatmap logits (N, C, H/4, W/4) and the detector's input feature
-      (its offset / size / shape heads run at the peaks only);
-    * FCOS detector: per level the class logits (N, C, H_l, W_l), then per level the box
-      regression, the centerness logits and the box-tower features (the shape features);
-    * last, the saliency logits (N, C or 1, H/4, W/4), unless the model is local-only.
-    """
+    """Backbone + dense heads with tensor outputs: (N, 3, H, W) normalised padded images -> the
+    detector's outputs (:class:`HeatmapOutputs` or :class:`FCOSOutputs`) and the saliency
+    logits (without the local-only model)."""
 
     def __init__(self, model: CenterMaskPR):
         super().__init__()
-        _check_model(model)
+        self.detector_name = detector_name(model)
         self.backbone = model.backbone
-        self.detector = model.detector
+        self.detector_outputs = DETECTOR_OUTPUTS[self.detector_name](model.detector)
         self.mask_head = model.mask_head
-        self.fcos = isinstance(model.detector, FCOSPointDetector)
 
     def output_names(self) -> List[str]:
-        if self.fcos:
-            levels = self.detector.in_features
-            names = [
-                f"{k}_{f}" for k in ("logits", "bbox_reg", "ctrness", "towers") for f in levels
-            ]
-        else:
-            names = ["heatmap", "head_input"]
+        names = self.detector_outputs.output_names()
         if self.mask_head.saliency_head is not None:
             names.append("saliency")
         return names
 
     def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         features = self.backbone(images)
-        if self.fcos:
-            head = self.detector.fcos.fcos_head([features[f] for f in self.detector.in_features])
-            outputs = tuple(x for part in head[:4] for x in part)
-        else:
-            head_input = features[self.detector.in_feature]
-            outputs = (self.detector.heatmap_head(head_input), head_input)
+        outputs = self.detector_outputs(features)
         saliency = self.mask_head.saliency_map(features)
         return outputs if saliency is None else (*outputs, saliency)
 
@@ -83,8 +140,8 @@ class DenseCenterMaskPR(nn.Module):
 class CenterMaskPRInference(nn.Module):
     """CenterMask-PR inference with the outputs of ``model(inputs)``; call it like the model.
 
-    Children: ``model`` (its detector decodes, its mask head assembles) and ``dense``
-    (:class:`DenseCenterMaskPR` of the model, or a compiled version of it).
+    Children: ``model`` (its mask head assembles) and ``dense`` (:class:`DenseCenterMaskPR` of
+    the model, or a compiled version of it); the detector outputs decode.
     """
 
     def __init__(
@@ -104,12 +161,11 @@ class CenterMaskPRInference(nn.Module):
                 the peaks, mask assembly and pasting stay in float32.
         """
         super().__init__()
-        _check_model(model)
         layout = DenseCenterMaskPR(model)
         self.model = model
         self.dense = dense if dense is not None else layout
+        self.detector_outputs = layout.detector_outputs
         self.output_names = layout.output_names()
-        self.fcos_decoding = FCOSDecoding.from_fcos(model.detector.fcos) if layout.fcos else None
         self.channels_last = channels_last
         self.dtype = dtype
         self.train(False)
@@ -117,23 +173,6 @@ class CenterMaskPRInference(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.model.device
-
-    def decode(
-        self, outputs: Sequence[torch.Tensor], image_sizes: List[Tuple[int, int]]
-    ) -> Tuple[List[Instances], Optional[torch.Tensor]]:
-        """Float32 dense outputs -> (per-image detections with their shape features, saliency
-        logits or None)."""
-        named = dict(zip(self.output_names, outputs))
-        saliency = named.get("saliency")
-        if self.fcos_decoding is None:
-            detector = self.model.detector
-            return detector.detect(named["heatmap"], named["head_input"], image_sizes), saliency
-        levels = len(self.fcos_decoding.strides)
-        logits, bbox_reg, ctrness, towers = (
-            list(outputs[i * levels : (i + 1) * levels]) for i in range(4)
-        )
-        detections = self.fcos_decoding(logits, bbox_reg, ctrness, image_sizes, top_feats=towers)
-        return as_point_detections(detections), saliency
 
     def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
         if self.training:
@@ -146,10 +185,11 @@ class CenterMaskPRInference(nn.Module):
                 tensor = tensor.contiguous(memory_format=torch.channels_last)
             with autocast_to(self.device, self.dtype):
                 outputs = self.dense(tensor)
-            detections, saliency = self.decode([x.float() for x in outputs], images.image_sizes)
+            outputs = dict(zip(self.output_names, [x.float() for x in outputs]))
+            detections = self.detector_outputs.detect(outputs, images.image_sizes)
             stride = model.mask_head.saliency_stride
             map_size = (tensor.shape[-2] // stride, tensor.shape[-1] // stride)
-            return model.finish(detections, saliency, map_size, batched_inputs)
+            return model.finish(detections, outputs.get("saliency"), map_size, batched_inputs)
 
 
 def optimize_centermask_pr_for_inference(
@@ -174,21 +214,27 @@ def optimize_centermask_pr_for_inference(
             (:func:`~centermask.acceleration.dtypes.compile_dense`).
         dtype: None / "fp32", or "fp16" / "bf16" to autocast the dense part (decoding and mask
             assembly stay in float32).
-        fuse: conv + ReLU as one oneDNN op where available (skipped with ``compile``, which
-            fuses by itself).
+        fuse: the FCOS detector's two towers as one; conv + ReLU as one oneDNN op where
+            available (skipped with ``compile``, which fuses by itself).
         postprocess_threads: unused (the whole model runs with the global thread count).
         inplace: change ``model`` itself instead of a deep copy (its state_dict keys then differ
             from a checkpoint's).
     """
-    _check_model(model)
+    detector_name(model)  # a CenterMaskPR with a known detector
     dtype = parse_dtype(dtype)
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
     if fold_frozen_bn:
         fold_frozen_batchnorm(model)
-    if fuse and not compile:
-        fuse_conv_activations(model)
+    if fuse:
+        if isinstance(model.detector, FCOSPointDetector):
+            fcos = model.detector.fcos
+            fused_head = FusedFCOSHead.from_head(fcos.fcos_head)
+            if fused_head is not None:
+                fcos.fcos_head = fused_head
+        if not compile:
+            fuse_conv_activations(model)
     if channels_last is None:
         half = dtype in (torch.float16, torch.bfloat16)
         channels_last = model.device.type == "cpu" or half

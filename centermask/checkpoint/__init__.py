@@ -1,4 +1,5 @@
-"""Loading and saving checkpoints of this package's models (:mod:`.checkpointer`)."""
+"""Loading and saving checkpoints of this package's models (:mod:`.checkpointer`), and writing
+converted weights (:mod:`.converted`)."""
 
 from .checkpointer import (
     BACKBONE_PREFIXES,
@@ -6,10 +7,12 @@ from .checkpointer import (
     AtomicCheckpointer,
     CenterMaskCheckpointer,
 )
+from .converted import save_converted_checkpoint
 
 __all__ = [
     "AtomicCheckpointer",
     "BACKBONE_PREFIXES",
     "CenterMaskCheckpointer",
     "IGNORED_CHECKPOINT_KEYS",
+    "save_converted_checkpoint",
 ]

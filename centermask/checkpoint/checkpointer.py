@@ -54,6 +54,12 @@ def _add_missing_prefix(weights: Mapping[str, Any], model_keys: set) -> Dict[str
 class CenterMaskCheckpointer(DetectionCheckpointer):
     """``DetectionCheckpointer`` that ignores ``pixel_mean``/``pixel_std`` and bare backbones."""
 
+    def load(self, path: str, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        # detectron2 asserts that the file exists; a user's missing file is not a failed assertion
+        if path and _is_local(path) and not os.path.isfile(path):
+            raise FileNotFoundError(f"Checkpoint file {path!r} does not exist")
+        return super().load(path, *args, **kwargs)
+
     def _load_model(self, checkpoint: Dict[str, Any]):
         model_keys = set(self.model.state_dict().keys())
         weights = checkpoint["model"]

@@ -23,17 +23,24 @@ def add_condinst_config(cfg: CN) -> CN:
     cfg.MODEL.CONDINST.TOPK_PROPOSALS_PER_IM = -1
 
     cfg.MODEL.CONDINST.MASK_HEAD = CN()
+    # Channels of the dynamic mask head's hidden layers.
     cfg.MODEL.CONDINST.MASK_HEAD.CHANNELS = 8
+    # Layers (1x1 convs) of the dynamic mask head.
     cfg.MODEL.CONDINST.MASK_HEAD.NUM_LAYERS = 3
     cfg.MODEL.CONDINST.MASK_HEAD.USE_FP16 = False  # kept for YAML compatibility; unused
+    # Leave out the relative coordinates the dynamic head gets with the mask features.
     cfg.MODEL.CONDINST.MASK_HEAD.DISABLE_REL_COORDS = False
 
     cfg.MODEL.CONDINST.MASK_BRANCH = CN()
+    # Channels of the mask features the dynamic head reads.
     cfg.MODEL.CONDINST.MASK_BRANCH.OUT_CHANNELS = 8
     # The first level sets the mask-feature stride.
     cfg.MODEL.CONDINST.MASK_BRANCH.IN_FEATURES = ["p3", "p4", "p5"]
+    # Channels of the mask branch's convs.
     cfg.MODEL.CONDINST.MASK_BRANCH.CHANNELS = 128
+    # Norm of the mask branch's convs ("BN", "SyncBN", "GN" or "").
     cfg.MODEL.CONDINST.MASK_BRANCH.NORM = "BN"
+    # Convs of the mask branch after merging the levels.
     cfg.MODEL.CONDINST.MASK_BRANCH.NUM_CONVS = 4
     # Auxiliary semantic-segmentation loss on the first level (training only).
     cfg.MODEL.CONDINST.MASK_BRANCH.SEMANTIC_LOSS_ON = False

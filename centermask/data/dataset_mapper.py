@@ -2,8 +2,12 @@
 
 import logging
 
+import pycocotools.mask as mask_util
+from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data.detection_utils import SizeMismatchError
+
+from .augmentation import build_train_augmentation
 
 __all__ = ["DatasetRecordError", "CheckedDatasetMapper"]
 
@@ -15,7 +19,8 @@ class DatasetRecordError(RuntimeError):
 
 
 class CheckedDatasetMapper(DatasetMapper):
-    """detectron2's ``DatasetMapper`` (same config, same outputs) with explicit errors.
+    """detectron2's ``DatasetMapper`` (same config, same outputs) with explicit errors, and the
+    training augmentation of ``INPUT.AUGMENTATION`` (:mod:`.augmentation`).
 
     * an unreadable or corrupt image file, or an image whose size differs from the ``height`` /
       ``width`` of its record, raises :class:`DatasetRecordError` naming the file and the
@@ -23,6 +28,42 @@ class CheckedDatasetMapper(DatasetMapper):
     * RLE (dict) segmentations with ``INPUT.MASK_FORMAT: polygon`` raise an error telling which key
       to set, rather than failing inside ``PolygonMasks``.
     """
+
+    @configurable
+    def __init__(self, is_train: bool = True, *, rasterize_polygons: bool = False, **kwargs):
+        """``rasterize_polygons``: turn polygon masks into RLE before the augmentations (which
+        then crop bitmaps; cropping polygons would need shapely)."""
+        super().__init__(is_train, **kwargs)
+        self.rasterize_polygons = rasterize_polygons
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        ret = super().from_config(cfg, is_train)
+        if is_train and cfg.INPUT.AUGMENTATION != "resize_shortest_edge":
+            ret["augmentations"] = build_train_augmentation(cfg)
+            if cfg.MODEL.MASK_ON:
+                if cfg.INPUT.MASK_FORMAT != "bitmask":
+                    raise ValueError(
+                        f"INPUT.AUGMENTATION={cfg.INPUT.AUGMENTATION!r} crops masks as bitmaps: "
+                        f"set INPUT.MASK_FORMAT 'bitmask' (the config says "
+                        f"{cfg.INPUT.MASK_FORMAT!r})"
+                    )
+                # Fixed-size crops cut masks: tight boxes come from what is left of them.
+                ret["recompute_boxes"] = True
+                ret["rasterize_polygons"] = True
+        return ret
+
+    @staticmethod
+    def _polygons_as_rle(dataset_dict: dict) -> dict:
+        height, width = dataset_dict["height"], dataset_dict["width"]
+        annotations = []
+        for ann in dataset_dict.get("annotations", ()):
+            segm = ann.get("segmentation")
+            if isinstance(segm, list):
+                ann = {**ann, "segmentation": mask_util.merge(
+                    mask_util.frPyObjects(segm, height, width))}  # fmt: skip
+            annotations.append(ann)
+        return {**dataset_dict, "annotations": annotations}
 
     def __call__(self, dataset_dict: dict) -> dict:
         file_name = dataset_dict.get("file_name", "<no file_name>")
@@ -34,6 +75,8 @@ class CheckedDatasetMapper(DatasetMapper):
                         f"{record} has RLE masks, which need INPUT.MASK_FORMAT 'bitmask' "
                         "(the config says 'polygon')"
                     )
+        if self.is_train and self.rasterize_polygons:
+            dataset_dict = self._polygons_as_rle(dataset_dict)
         try:
             return super().__call__(dataset_dict)
         except SizeMismatchError as e:

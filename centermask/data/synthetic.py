@@ -23,7 +23,7 @@ import argparse
 import json
 import logging
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -37,6 +37,9 @@ from centermask.utils.file_io import atomic_write
 from .synthetic_scene import CLASS_NAMES, SceneConfig, render_scene
 
 __all__ = [
+    "BUILTIN_NUM_TRAIN",
+    "BUILTIN_NUM_VAL",
+    "BUILTIN_SCENE",
     "SPLITS",
     "mask_to_polygons",
     "mask_to_rle",
@@ -108,6 +111,15 @@ def _bbox_xywh(mask: np.ndarray) -> List[float]:
     return [float(x0), float(y0), float(xs.max() + 1 - x0), float(ys.max() + 1 - y0)]
 
 
+# The built-in data set: what `make quickstart` and `python -m centermask.data.synthetic` write to
+# datasets/synthetic (small non-square images, so that a CPU trains on enough of them).
+BUILTIN_SCENE = SceneConfig(
+    min_short_side=96, max_short_side=128, min_object_size=16, min_objects=2, max_objects=8
+)
+BUILTIN_NUM_TRAIN = 600
+BUILTIN_NUM_VAL = 100
+
+
 def _image_seed(seed: int, split: str, index: int) -> List[int]:
     return [seed, _SPLIT_SEED_OFFSET[split], index]
 
@@ -139,7 +151,7 @@ def generate_split(
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if image_format not in ("png", "jpg"):
         raise ValueError(f"image_format must be 'png' or 'jpg', got {image_format!r}")
-    scene = scene or SceneConfig()
+    scene = scene or BUILTIN_SCENE
     root = Path(root)
     (root / split).mkdir(parents=True, exist_ok=True)
     (root / "annotations").mkdir(parents=True, exist_ok=True)
@@ -174,6 +186,7 @@ def generate_split(
     categories = [
         {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASS_NAMES)
     ]
+    _remove_stale_images(root / split, num_images)
     for anns, rle in ((rle_anns, True), (polygon_anns, False)):
         data = {"info": info, "images": images, "annotations": anns, "categories": categories}
         atomic_write(
@@ -184,10 +197,20 @@ def generate_split(
     return {"images": num_images, "instances": len(polygon_anns)}
 
 
+def _remove_stale_images(folder: Path, num_images: int) -> None:
+    """Delete image files of an earlier, larger generation (index >= ``num_images``), so that the
+    folder holds exactly the split's images."""
+    for path in folder.iterdir():
+        stem, suffix = path.stem, path.suffix.lower()
+        if suffix in (".png", ".jpg") and stem.isdigit() and len(stem) == 6:
+            if int(stem) >= num_images:
+                path.unlink()
+
+
 def generate_synthetic(
     root,
-    num_train: int = 400,
-    num_val: int = 100,
+    num_train: int = BUILTIN_NUM_TRAIN,
+    num_val: int = BUILTIN_NUM_VAL,
     seed: int = 0,
     scene: Optional[SceneConfig] = None,
     image_format: str = "png",
@@ -213,8 +236,8 @@ def _existing_generator_args(root, split: str) -> Optional[dict]:
 
 def ensure_synthetic(
     root,
-    num_train: int = 400,
-    num_val: int = 100,
+    num_train: int = BUILTIN_NUM_TRAIN,
+    num_val: int = BUILTIN_NUM_VAL,
     seed: int = 0,
     scene: Optional[SceneConfig] = None,
     image_format: str = "png",
@@ -224,7 +247,7 @@ def ensure_synthetic(
 
     Returns True when something was (re)generated.
     """
-    scene = scene or SceneConfig()
+    scene = scene or BUILTIN_SCENE
     generated = False
     for split, count in (("train", num_train), ("val", num_val)):
         wanted = _generator_args(split, count, seed, image_format, scene)
@@ -241,20 +264,23 @@ def main(argv=None) -> None:
         description="Write the built-in synthetic instance-segmentation data set (COCO json)."
     )
     parser.add_argument("--out", default="datasets/synthetic", help="output folder")
-    parser.add_argument("--num-train", type=int, default=400)
-    parser.add_argument("--num-val", type=int, default=100)
+    parser.add_argument("--num-train", type=int, default=BUILTIN_NUM_TRAIN)
+    parser.add_argument("--num-val", type=int, default=BUILTIN_NUM_VAL)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--format", choices=("png", "jpg"), default="png")
-    defaults = SceneConfig()
+    defaults = BUILTIN_SCENE
     parser.add_argument("--min-short-side", type=int, default=defaults.min_short_side)
     parser.add_argument("--max-short-side", type=int, default=defaults.max_short_side)
     parser.add_argument("--min-object-size", type=float, default=defaults.min_object_size)
+    parser.add_argument("--min-objects", type=int, default=defaults.min_objects)
     parser.add_argument("--max-objects", type=int, default=defaults.max_objects)
     args = parser.parse_args(argv)
-    scene = SceneConfig(
+    scene = replace(
+        defaults,
         min_short_side=args.min_short_side,
         max_short_side=args.max_short_side,
         min_object_size=args.min_object_size,
+        min_objects=args.min_objects,
         max_objects=args.max_objects,
     )
     counts = generate_synthetic(

@@ -19,6 +19,7 @@ from centermask.config.class_counts import (
 from centermask.data.command_line import (
     register_dataset_specs,
 )
+from centermask.model_zoo import resolve_config_file
 
 __all__ = ["add_dataset_argument", "argument_parser", "build_config", "setup"]
 
@@ -67,6 +68,9 @@ def add_dataset_argument(parser: argparse.ArgumentParser) -> None:
 def build_config(args: argparse.Namespace) -> CfgNode:
     """CenterMask config from ``--config-file`` and the trailing overrides, frozen.
 
+    ``--config-file`` may name a published model (``centermask://<name>``: its config and, unless
+    the overrides set ``MODEL.WEIGHTS``, its weights; see
+    :func:`centermask.model_zoo.resolve_config_file`).
     The data sets of ``--dataset`` (if any) are registered first, and the class counts the run
     does not set itself come from its data sets: ``DATASETS.TEST`` with ``--eval-only``,
     ``DATASETS.TRAIN`` otherwise (see :func:`centermask.config.class_counts.apply_class_counts`).
@@ -76,10 +80,10 @@ def build_config(args: argparse.Namespace) -> CfgNode:
     shipped YAML inherits detectron2's default ``MODEL.DEVICE: cuda``).
     """
     register_dataset_specs(getattr(args, "dataset", None) or [])
-    opts = list(args.opts or [])
-    cfg = _merged_config(args.config_file, opts)
+    config_file, opts = resolve_config_file(args.config_file, args.opts or [])
+    cfg = _merged_config(config_file, opts)
     datasets = cfg.DATASETS.TEST if getattr(args, "eval_only", False) else cfg.DATASETS.TRAIN
-    explicit = explicit_config_keys(args.config_file, opts)
+    explicit = explicit_config_keys(config_file, opts)
     apply_class_counts(cfg, THING_CLASS_KEYS, explicit, datasets)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("CUDA is not available: running on CPU (MODEL.DEVICE cpu)")
@@ -112,5 +116,7 @@ def setup(args: argparse.Namespace, cfg: Optional[CfgNode] = None) -> CfgNode:
     counts = describe_class_counts(cfg, THING_CLASS_KEYS, datasets)
     if counts:
         logger.info(counts)
-    default_setup(cfg, args)
+    # default_setup logs the config file's text: the file, not a model-zoo name.
+    config_file = resolve_config_file(args.config_file)[0] if args.config_file else ""
+    default_setup(cfg, argparse.Namespace(**{**vars(args), "config_file": config_file}))
     return cfg

@@ -12,6 +12,7 @@ period, periodic evaluation and ``resume_or_load`` it keeps):
   atomic checkpoints (:class:`~centermask.checkpoint.AtomicCheckpointer`) that are never written after a failure;
 * distributed data parallel on CPU (gloo) as well as CUDA;
 * training for a wall-clock budget (``SOLVER.TIME_BUDGET_MINUTES``, :mod:`.time_budget`);
+* Adam as well as SGD (``SOLVER.OPTIMIZER``, :mod:`.optimizer`);
 * ``loss_curve.png`` in ``OUTPUT_DIR`` at the end of training.
 """
 
@@ -41,6 +42,7 @@ from centermask.modeling import CenterMaskWithTTA, check_tta_support
 
 from .evaluators import build_evaluator
 from .hooks import CheckpointHook, EvalHook, LossCurveHook
+from .optimizer import build_optimizer
 from .time_budget import StoppableTrainLoop, TimeBudget, TimeBudgetLRScheduler
 from .train_loop import CheckedTrainLoop
 
@@ -179,6 +181,11 @@ class Trainer(DefaultTrainer, StoppableTrainLoop):
         if cfg.MODEL.CHANNELS_LAST:
             model.to(memory_format=torch.channels_last)
         return model
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """SGD or Adam, as ``SOLVER.OPTIMIZER`` says (:func:`.optimizer.build_optimizer`)."""
+        return build_optimizer(cfg, model)
 
     @classmethod
     def build_train_loader(cls, cfg):

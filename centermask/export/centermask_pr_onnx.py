@@ -1,14 +1,24 @@
-"""CenterMask-PR (centre-heatmap detector) in ONNX Runtime, with the outputs of ``model(inputs)``.
+"""CenterMask-PR in ONNX Runtime, with the outputs of ``model(inputs)``, for both detectors.
 
 Split::
 
-    inputs --preprocess (torch)--> images --centermask_pr_dense.onnx--> heatmap, head input,
-      saliency --peaks, offset / size / shape heads at the peaks, boxes, mask assembly, pasting
-      (torch, the model's own functions)--> [{"instances": Instances}]
+    inputs --preprocess (torch)--> images --centermask_pr_dense.onnx--> detector outputs,
+      saliency --decoding, mask assembly, pasting (torch, the model's own functions)-->
+      [{"instances": Instances}]
 
-The network is one graph (no RoI stage, no NMS); what stays in PyTorch is a top-k, the heads
-evaluated at the k peaks only (a few small matrix products) and the per-instance mask assembly.
-The FCOS detector variant is not exported.
+The network is one graph (no RoI stage); what it outputs and how the predictor decodes it
+depends on the detector (``MODEL.CENTERMASK_PR.DETECTOR``, recorded in the metadata as
+``detector``):
+
+* ``heatmap``: the heatmap logits and the heads' input feature; the predictor takes the top-k
+  peaks and evaluates the offset / size / shape heads at the k peaks only (a few small matrix
+  products);
+* ``fcos``: per FCOS level the class logits, box regression, centerness and the box-tower
+  features (the shape features); the predictor runs FCOS decoding with its class-aware NMS
+  (:class:`~centermask.acceleration.inference_model.FCOSDecoding`, as for CondInst).
+
+Both add the saliency logits (without the local-only model). The per-instance mask assembly and
+post-processing are the model's (:meth:`CenterMaskPR.finish`).
 
 Usage::
 
@@ -19,37 +29,42 @@ Usage::
 
 import copy
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional, Sequence
 
-import torch
-from torch import nn
 
-from centermask.acceleration.centermask_pr_inference import DenseCenterMaskPR
+from centermask.acceleration.centermask_pr_inference import (
+    CenterMaskPRInference,
+    DenseCenterMaskPR,
+    FCOSOutputs,
+    HeatmapOutputs,
+    detector_name,
+)
 from centermask.acceleration.fold_batchnorm import fold_frozen_batchnorm
-from centermask.modeling.centermask_pr import CenterHeatmapDetector, CenterMaskPR
+from centermask.modeling.centermask_pr import CenterMaskPR
 
-from .common import export_image_graph, open_export, sample_images, write_metadata
+from .common import (
+    check_no_deformable_convs,
+    export_image_graph,
+    open_export,
+    sample_images,
+    spatial_axes,
+    write_metadata,
+)
 
 __all__ = [
     "PR_DENSE_ONNX",
     "DenseCenterMaskPR",
+    "HeatmapOutputs",
+    "FCOSOutputs",
+    "detector_name",
     "export_centermask_pr_onnx",
     "OnnxCenterMaskPRPredictor",
 ]
 
 PR_DENSE_ONNX = "centermask_pr_dense.onnx"
 FORMAT = "centermask-pr-onnx-v1"
-
-
-def _check_heatmap_model(model: nn.Module) -> None:
-    if not isinstance(model, CenterMaskPR):
-        raise TypeError(f"expected a CenterMaskPR model, got {type(model).__name__}")
-    if not isinstance(model.detector, CenterHeatmapDetector):
-        raise TypeError(
-            "ONNX export of CenterMask-PR covers the centre-heatmap detector "
-            "(MODEL.CENTERMASK_PR.DETECTOR 'heatmap'), got "
-            f"{type(model.detector).__name__}"
-        )
+# The detector of an export whose metadata names none.
+DEFAULT_DETECTOR = "heatmap"
 
 
 def export_centermask_pr_onnx(
@@ -58,7 +73,8 @@ def export_centermask_pr_onnx(
     """Write ``centermask_pr_dense.onnx`` (dynamic batch and image size) and the metadata json to
     ``output_dir``; returns {"dense": path, "metadata": path}. ``model`` is untouched (a copy is
     folded and exported)."""
-    _check_heatmap_model(model)
+    name = detector_name(model)
+    check_no_deformable_convs(model)
     images = sample_images(model, height, width)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -66,12 +82,11 @@ def export_centermask_pr_onnx(
     fold_frozen_batchnorm(copied)
     dense = DenseCenterMaskPR(copied)
     names = dense.output_names()
-    # Every output is a stride-4 map of the same size.
-    axes = {name: {0: "batch", 2: "map_h", 3: "map_w"} for name in names}
     paths = {"dense": output_dir / PR_DENSE_ONNX}
-    export_image_graph(dense, images, paths["dense"], axes, opset=opset)
+    export_image_graph(dense, images, paths["dense"], spatial_axes(names), opset=opset)
     metadata = {
         "format": FORMAT,
+        "detector": name,
         "dense_graph": PR_DENSE_ONNX,
         "dense_inputs": ["images"],
         "dense_outputs": names,
@@ -83,43 +98,40 @@ def export_centermask_pr_onnx(
     return paths
 
 
-class OnnxCenterMaskPRPredictor(nn.Module):
+def _check_detector(expected: str):
+    def check(metadata_path: Path, metadata: Dict) -> None:
+        found = metadata.get("detector", DEFAULT_DETECTOR)
+        if found != expected:
+            raise ValueError(
+                f"{metadata_path} is an export of CenterMask-PR with the {found!r} detector, but "
+                f"this model has the {expected!r} detector (MODEL.CENTERMASK_PR.DETECTOR): "
+                "export this model again"
+            )
+
+    return check
+
+
+class OnnxCenterMaskPRPredictor(CenterMaskPRInference):
     """Runs ``centermask_pr_dense.onnx`` with ONNX Runtime and the rest with ``model``'s own
-    decoding, assembly and post-processing; call it like the model."""
+    decoding, assembly and post-processing (as :class:`CenterMaskPRInference` does with its
+    PyTorch dense part); call it like the model. The export must be of the model's detector."""
 
     def __init__(
         self,
         model: CenterMaskPR,
         export_dir,
         *,
-        providers: Optional[List[str]] = None,
+        providers: Optional[Sequence[str]] = None,
         threads: Optional[int] = None,
     ):
-        super().__init__()
-        _check_heatmap_model(model)
-        self.model = model.eval()
-        self.output_names = DenseCenterMaskPR(model).output_names()
+        layout = DenseCenterMaskPR(model)
         export = open_export(
             export_dir,
             expected_format=FORMAT,
             providers=providers,
             threads=threads,
-            expected_outputs=self.output_names,
+            expected_outputs=layout.output_names(),
+            check_metadata=_check_detector(layout.detector_name),
         )
-        self.dense, self.metadata = export.dense, export.metadata
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
-        model = self.model
-        with torch.inference_mode():
-            images = model.preprocess_image(batched_inputs)
-            outputs = dict(zip(self.output_names, self.dense(images.tensor)))
-            detections = model.detector.detect(
-                outputs["heatmap"], outputs["head_input"], images.image_sizes
-            )
-            stride = model.mask_head.saliency_stride
-            map_size = (images.tensor.shape[-2] // stride, images.tensor.shape[-1] // stride)
-            return model.finish(detections, outputs.get("saliency"), map_size, batched_inputs)
+        super().__init__(model.eval(), export.dense)
+        self.metadata = export.metadata

@@ -2,7 +2,8 @@
 
 * file names of an export folder (:data:`DENSE_ONNX`, :data:`METADATA_JSON`, ...);
 * :func:`sample_images` and :func:`export_image_graph`: tracing the dense part of a model, images
-  in, named maps out, with a dynamic batch and image size;
+  in, named maps out, with a dynamic batch and image size (:func:`check_no_deformable_convs`
+  first: ONNX has no deformable convolution);
 * :func:`create_session` and :class:`OnnxModule`: an onnxruntime session behind ``nn.Module``;
 * :func:`open_export`: what every predictor does first: read the folder's metadata, check that it
   is an export of the expected kind, open the dense graph and check its outputs.
@@ -11,11 +12,15 @@
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+from torchvision.ops import DeformConv2d
+
+from centermask.layers.deform_conv import DeformConv
+from centermask.modeling.backbone import DLAUpBackbone, VoVNet
 
 __all__ = [
     "DENSE_ONNX",
@@ -24,6 +29,7 @@ __all__ = [
     "METADATA_JSON",
     "ExportFolder",
     "OnnxModule",
+    "check_no_deformable_convs",
     "create_session",
     "export_image_graph",
     "open_export",
@@ -56,6 +62,38 @@ def spatial_axes(names: Sequence[str]) -> Dict[str, Dict[int, str]]:
     return {name: {0: "batch", 2: f"{name}_h", 3: f"{name}_w"} for name in names}
 
 
+# The setting that builds each backbone without deformable convs.
+_PLAIN_CONV_SETTINGS = {
+    DLAUpBackbone: "MODEL.DLA.DEFORMABLE_UP False",
+    VoVNet: "MODEL.VOVNET.STAGE_WITH_DCN all False",
+}
+
+
+def check_no_deformable_convs(module: nn.Module) -> None:
+    """Raise a ValueError naming the config key to change if ``module`` holds deformable convs:
+    ``torchvision::deform_conv2d`` has no ONNX export, and tracing would fail only at its end."""
+    deformable = [
+        name for name, m in module.named_modules() if isinstance(m, (DeformConv, DeformConv2d))
+    ]
+    if not deformable:
+        return
+    owners = [
+        (name, setting)
+        for name, m in module.named_modules()
+        for kind, setting in _PLAIN_CONV_SETTINGS.items()
+        if isinstance(m, kind)
+    ]
+    settings = sorted(
+        {s for d in deformable for name, s in owners if d.startswith(f"{name}.") or not name}
+    )
+    fix = f"build the model with {' and '.join(settings)}" if settings else "use plain convs"
+    raise ValueError(
+        f"ONNX export has no deformable convolution (torchvision::deform_conv2d), and this model "
+        f"has {len(deformable)}, e.g. {deformable[0]!r}: {fix} to export it, or deploy this "
+        "model with centermask.optimize_for_inference (eager or compile=True) or TorchScript"
+    )
+
+
 def export_image_graph(
     module: nn.Module,
     images: torch.Tensor,
@@ -66,6 +104,7 @@ def export_image_graph(
 ) -> None:
     """Export ``module``, (N, 3, H, W) ``images`` -> the outputs named (in order) by
     ``output_axes``, with a dynamic batch and image size and the given dynamic output axes."""
+    check_no_deformable_convs(module)
     dynamic = {"images": {0: "batch", 2: "height", 3: "width"}, **output_axes}
     with torch.no_grad():
         torch.onnx.export(
@@ -260,10 +299,13 @@ def open_export(
     providers: Optional[Sequence[str]] = None,
     threads: Optional[int] = None,
     expected_outputs: Optional[List[str]] = None,
+    check_metadata: Optional[Callable[[Path, Dict], None]] = None,
 ) -> ExportFolder:
     """Read ``export_dir``'s metadata, check it is a ``expected_format`` export and open its dense
     graph (``metadata["dense_graph"]``, default :data:`DENSE_ONNX`), whose outputs must be those
     the metadata lists (and ``expected_outputs``, when the model decides them).
+    ``check_metadata(metadata_path, metadata)`` raises when the export does not fit the model in
+    a way its design defines (called before the graph is opened).
 
     Every failure names the file and what to do.
     """
@@ -280,6 +322,8 @@ def open_export(
             f"{metadata_path} describes a {found!r} export, but this predictor reads "
             f"{expected_format!r} exports: export this model again"
         )
+    if check_metadata is not None:
+        check_metadata(metadata_path, metadata)
     dense_path = export_dir / metadata.get("dense_graph", DENSE_ONNX)
     dense = OnnxModule(create_session(dense_path, providers, threads), path=dense_path)
     if dense.output_names != metadata["dense_outputs"]:

@@ -11,10 +11,15 @@ from .download import ChecksumError, DownloadError, cache_dir, cached_download
 from .model_zoo import (
     CenterMaskHandler,
     canonical_name,
+    config_file_weights,
+    configs_root,
     get,
     get_checkpoint_url,
     get_config_file,
     list_models,
+    published_weights,
+    resolve_config_file,
+    zoo_name,
 )
 
 __all__ = [
@@ -26,8 +31,13 @@ __all__ = [
     "cache_dir",
     "cached_download",
     "canonical_name",
+    "config_file_weights",
+    "configs_root",
     "get",
     "get_checkpoint_url",
     "get_config_file",
     "list_models",
+    "published_weights",
+    "resolve_config_file",
+    "zoo_name",
 ]

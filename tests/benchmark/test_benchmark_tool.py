@@ -1,5 +1,6 @@
-"""tools/analysis/benchmark.py: runs every mode and reports stages, ratios, memory and versions (no timing
-assertions); the packaged synthetic weights equal the parity specification."""
+"""centermask benchmark (tools/analysis/benchmark.py): runs every mode and reports stages, ratios,
+memory and versions (no timing assertions); the packaged synthetic weights equal the parity
+specification."""
 
 import json
 
@@ -9,19 +10,18 @@ from detectron2.modeling import build_model
 
 from centermask.benchmark.inference import parse_modes
 from centermask.benchmark.stage_timer import StageTimer
+from centermask.cli import benchmark
 from centermask.utils.synthetic_weights import synthetic_state_dict
 from tests.support.helpers import (
     CONFIGS,
     ROOT,
     build_synthetic_model,
     get_config,
-    load_tool,
     parity_keys,
+    run_cli,
     synth_state_dict,
 )
 from tests.support.timing import timed_with_a_fake_clock
-
-benchmark_tool = load_tool("analysis/benchmark")
 
 LITE_CONFIG = str(CONFIGS / "centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml")
 SMALL = ["INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "160"]
@@ -72,7 +72,7 @@ def test_inference_benchmark_reports_every_mode_and_batch(tmp_path):
     args = ["--config-file", LITE_CONFIG, "--threads", "2", "--modes", mode_list]
     args += ["--iterations", "1", "--warmup", "0", "--batch-sizes", "1,2", "--height", "64"]
     args += ["--width", "80", "--output", str(output), *SMALL]
-    benchmark_tool.main(args)
+    run_cli(benchmark, args)
     report = json.loads(output.read_text())
     assert report["environment"]["torch_threads"] == 2 and report["environment"]["torch"]
     modes = report["inference"]["modes"]
@@ -103,7 +103,7 @@ def test_training_benchmark_splits_iterations_and_checks_loss_agreement(tmp_path
     args = ["--config-file", LITE_CONFIG, "--threads", "2", "--train", "--train-batch", "1"]
     args += ["--iterations", "1", "--warmup", "0", "--output", str(output)]
     args += ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "160", *SMALL]
-    benchmark_tool.main(args)
+    run_cli(benchmark, args)
     training = json.loads(output.read_text())["training"]
     for mode in ("default", "channels-last", "straightforward"):
         parts = training["modes"][mode]
@@ -168,7 +168,7 @@ def test_tf32_is_on_by_default_on_cuda_and_said_in_the_report(tmp_path, monkeypa
             output = tmp_path / "bench.json"
             args = ["--config-file", LITE_CONFIG, "--threads", "1", "--modes", "eager"]
             args += ["--iterations", "1", "--warmup", "0", "--height", "64", "--width", "80"]
-            benchmark_tool.main(args + extra + ["--output", str(output), *SMALL])
+            run_cli(benchmark, args + extra + ["--output", str(output), *SMALL])
             assert json.loads(output.read_text())["environment"]["tf32"] is False
             assert torch.backends.cuda.matmul.allow_tf32 is expected
             assert torch.backends.cudnn.allow_tf32 is expected

@@ -12,13 +12,14 @@ import torch
 import yaml
 from detectron2.data import MetadataCatalog
 
+from centermask.cli import demo, train_net
 from centermask.config import THING_CLASS_KEYS
 from centermask.config.class_counts import describe_class_counts
 from centermask.data import parse_dataset_spec
 from centermask.data.synthetic import annotation_path, generate_synthetic
 from centermask.data.synthetic_scene import SceneConfig
 from centermask.engine import build_config
-from tests.support.helpers import QUICK_CONFIGS, ROOT, load_tool
+from tests.support.helpers import QUICK_CONFIGS, ROOT, run_cli
 
 INSTANT_CONFIG = QUICK_CONFIGS / "centermask_lite_V_19_slim_dw_synthetic_instant_test.yaml"
 CATEGORIES = [{"id": 30, "name": "disc"}, {"id": 10, "name": "block"}, {"id": 20, "name": "spike"}]
@@ -152,16 +153,15 @@ def test_a_coco_folder_trains_in_two_processes_evaluates_and_runs_the_demo_from_
 
     # --eval-only, through train_net's own argument parser and main (in this process: a third
     # interpreter start-up would only add time).
-    train_net = load_tool("train_net")
-    args = train_net.argument_parser().parse_args(
+    args = train_net.build_parser().parse_args(
         [*common, "--eval-only", "DATASETS.TEST", "('mine_val',)", "MODEL.WEIGHTS", str(weights),
          "MODEL.FCOS.INFERENCE_TH_TEST", "0.0", "OUTPUT_DIR", str(tmp_path / "eval")]
     )  # fmt: skip
-    results = train_net.main(args)
+    results = train_net.main_worker(args)
     assert 0 <= results["bbox"]["AP"] <= 100 and 0 <= results["segm"]["AP"] <= 100
     assert (tmp_path / "eval" / "inference" / "eval_results.json").is_file()
 
-    summary = load_tool("demo").main(
+    summary = run_cli(demo, 
         ["--config-file", config_without_class_counts, "--input", str(coco_folder / "val"),
          "--output", str(tmp_path / "drawn"), "--output-json", str(tmp_path / "pred.json"),
          "--confidence-threshold", "0.0", "--dataset", _spec(coco_folder, "val"), "--opts",

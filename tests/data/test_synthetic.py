@@ -11,6 +11,9 @@ from pycocotools import mask as mask_util
 
 from centermask.data import SYNTHETIC_NAMES, register_synthetic
 from centermask.data.synthetic import (
+    BUILTIN_NUM_TRAIN,
+    BUILTIN_NUM_VAL,
+    BUILTIN_SCENE,
     annotation_path,
     ensure_synthetic,
     generate_synthetic,
@@ -194,3 +197,27 @@ def test_command_line_writes_the_layout(tmp_path, capsys):
             assert annotation_path(out, split, rle).is_file()
     assert (out / "train" / "000001.jpg").is_file()
     assert "train: 2 images" in capsys.readouterr().out
+
+
+def test_the_command_and_the_quickstart_write_the_same_built_in_set(tmp_path, monkeypatch):
+    """`python -m centermask.data.synthetic` with its defaults records the generator arguments
+    that `ensure_synthetic` (the quickstart's call) wants, so neither rewrites the other's set."""
+    written = []
+    monkeypatch.setattr(
+        "centermask.data.synthetic.generate_split",
+        lambda root, split, count, seed, scene, image_format, progress: written.append(
+            (split, count, seed, scene, image_format)
+        )
+        or {"images": count, "instances": 0},
+    )
+    main(["--out", str(tmp_path)])
+    assert written == [
+        ("train", BUILTIN_NUM_TRAIN, 0, BUILTIN_SCENE, "png"),
+        ("val", BUILTIN_NUM_VAL, 0, BUILTIN_SCENE, "png"),
+    ]
+
+
+def test_a_smaller_split_leaves_no_images_of_the_larger_one(tmp_path):
+    generate_synthetic(tmp_path, num_train=5, num_val=1, seed=3, scene=SMALL, progress=False)
+    generate_synthetic(tmp_path, num_train=2, num_val=1, seed=3, scene=SMALL, progress=False)
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["000000.png", "000001.png"]

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from centermask.checkpoint import AtomicCheckpointer
+from centermask.cli import demo
 from centermask.config import get_cfg
 from centermask.engine import BatchPredictor, Trainer
-from tests.support.helpers import QUICK_CONFIGS, ROOT, load_tool
+from tests.support.helpers import QUICK_CONFIGS, ROOT, run_cli
 
 CONFIG = QUICK_CONFIGS / "centermask_pr_lite_V_19_slim_dw_synthetic_instant_test.yaml"
 EVAL_OPTS = ["MODEL.CENTERMASK_PR.SCORE_THRESH_TEST", "0.0"]
@@ -89,7 +90,7 @@ def test_batch_predictor_and_demo_run_centermask_pr(random_weights, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     cv2.imwrite(str(folder / "img0.png"), _images(1, 64, 90)[0])
-    written = load_tool("demo").main(
+    written = run_cli(demo, 
         ["--config-file", str(CONFIG), "--input", str(folder), "--output", str(tmp_path / "out"),
          "--confidence-threshold", "0.0", "--opts", "MODEL.WEIGHTS", random_weights, *EVAL_OPTS]
     ).written  # fmt: skip

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from centermask.cli import demo
 from centermask.engine import BatchPredictor, Trainer
-from tests.support.helpers import QUICK_CONFIGS, ROOT, config_for_run, load_tool, train_from_scratch
+from tests.support.helpers import QUICK_CONFIGS, ROOT, config_for_run, run_cli, train_from_scratch
 from tests.support.training import TrainingInputsRecorder, finite_losses
 
 CONFIG = QUICK_CONFIGS / "condinst_lite_V_19_slim_dw_synthetic_instant_test.yaml"
@@ -114,7 +115,7 @@ def test_demo_draws_condinst_masks(weights, tmp_path):
     folder.mkdir()
     for i, image in enumerate(_images(2, 64, 90)):
         cv2.imwrite(str(folder / f"img{i}.png"), image)
-    written = load_tool("demo").main(
+    written = run_cli(demo, 
         ["--config-file", str(CONFIG), "--input", str(folder), "--output", str(tmp_path / "out"),
          "--confidence-threshold", "0.0", "--opts", "MODEL.WEIGHTS", weights, *EVAL_OPTS]
     ).written  # fmt: skip

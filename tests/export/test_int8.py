@@ -9,13 +9,14 @@ import torch
 from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, Instances
 
+from centermask.cli import export_model
 from centermask.config import get_cfg
 from centermask.data.coco_checks import register_coco_checked
 from centermask.data.synthetic import annotation_path, generate_synthetic
 from centermask.data.synthetic_scene import CLASS_NAMES, SceneConfig
 from centermask.export.agreement import detection_agreement
 from tests.support.export import check_qdq_int8_graph
-from tests.support.helpers import QUICK_CONFIGS, load_tool, train_from_scratch
+from tests.support.helpers import QUICK_CONFIGS, load_tool, run_cli, train_from_scratch
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -76,8 +77,8 @@ def weights(trained, tmp_path_factory):
 def int8_export(weights, tmp_path_factory):
     """The trained model exported by tools/deploy/export_model.py --int8 (min-max, 6 images)."""
     folder = tmp_path_factory.mktemp("int8_export")
-    tool = load_tool("deploy/export_model")
-    tool.main(
+    run_cli(
+        export_model,
         ["--config-file", str(CONFIG), "--weights", str(weights), "--format", "onnx", "--int8",
          "--calib-dataset", TRAIN, "--calib-images", "6", "--height", "96", "--width", "128",
          "--output", str(folder / "int8")]
@@ -249,7 +250,8 @@ def test_accuracy_tool_evaluates_pytorch_float32_and_int8_on_the_same_data(
 ):
     tool = load_tool("deploy/evaluate_int8")
     val = f"int8_cli_val={annotation_path(datasets, 'val')}:{datasets / 'val'}"  # --dataset form
-    report = tool.main(
+    report = run_cli(
+        tool,
         ["--config-file", str(CONFIG), "--weights", str(weights), "--dataset", val,
          "--eval-dataset", "int8_cli_val", "--calib-dataset", TRAIN, "--calib-images", "4",
          "--output-dir", str(tmp_path)]
@@ -269,7 +271,7 @@ def test_accuracy_tool_evaluates_pytorch_float32_and_int8_on_the_same_data(
 
 def test_export_tool_check_reports_how_many_int8_detections_match(trained, int8_export):
     cfg, model = trained
-    report = load_tool("deploy/export_model").check_int8(model, cfg, int8_export)
+    report = export_model.check_int8(model, cfg, int8_export)
     assert re.fullmatch(
         r"\d+ of \d+ float32 / \d+ int8 detections match \(same class, box IoU >= 0.5\): "
         r"\d+\.\d%",

@@ -7,6 +7,7 @@ from typing import Tuple
 import pytest
 import torch
 
+from centermask.cli import export_model
 from centermask.config import get_cfg
 from centermask.data.coco_checks import register_coco_checked
 from centermask.data.synthetic import annotation_path, generate_synthetic
@@ -14,7 +15,7 @@ from centermask.data.synthetic_scene import CLASS_NAMES, SceneConfig
 from centermask.export.agreement import detection_agreement
 from tests.support.centermask_pr import fixed_batch, tiny_model, train_steps
 from tests.support.export import check_qdq_int8_graph
-from tests.support.helpers import QUICK_CONFIGS, load_tool, train_from_scratch
+from tests.support.helpers import QUICK_CONFIGS, run_cli, train_from_scratch
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -89,7 +90,8 @@ def condinst(tmp_path_factory):
     model = trainer.model.eval()
     weights = root / "model.pth"
     torch.save({"model": model.state_dict()}, weights)
-    load_tool("deploy/export_model").main(
+    run_cli(
+        export_model,
         ["--config-file", str(CONDINST), "--weights", str(weights), "--format", "onnx", "--int8",
          "--calib-dataset", TRAIN, "--calib-images", "4", "--height", "96",
          "--width", "128", "--output", str(root / "int8"), *CONDINST_TEST]

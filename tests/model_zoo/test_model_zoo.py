@@ -7,6 +7,7 @@ import http.server
 import io
 import socket
 import threading
+from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from detectron2.utils.file_io import PathManager
 
 from centermask import model_zoo
 from centermask.config import get_cfg
-from centermask.engine import Trainer
+from centermask.engine import Trainer, build_config
 
 NAME = "centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x"
 FILE = "centermask-lite-V-19-eSE-slim-dw-FPN-ms-4x.pth"
@@ -157,3 +158,52 @@ def test_get_builds_the_model_with_the_published_weights(server, checkpoint):
     loaded = model.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in state.items())
     assert server.requests == [f"/{FILE}"]
+
+
+LITE_39 = "centermask/centermask_lite_V_39_eSE_FPN_ms_4x"
+
+
+def test_a_zoo_name_as_config_file_gives_its_config_and_published_weights():
+    for spelling in (f"centermask://{LITE_39}", "centermask://centermask_lite_V_39_eSE_FPN_ms_4x",
+                     LITE_39, f"{LITE_39}.yaml"):  # fmt: skip
+        config_file, opts = model_zoo.resolve_config_file(spelling, ["SOLVER.MAX_ITER", "1"])
+        assert Path(config_file) == model_zoo.configs_root() / f"{LITE_39}.yaml"
+        assert opts == ["MODEL.WEIGHTS", f"centermask://{LITE_39}", "SOLVER.MAX_ITER", "1"]
+    config_file, opts = model_zoo.resolve_config_file("condinst/MS_R_50_3x")
+    assert config_file.endswith("condinst/MS_R_50_3x.yaml")
+    assert opts == ["MODEL.WEIGHTS", "centermask://condinst/MS_R_50_3x"]
+
+
+def test_an_explicit_model_weights_wins_over_the_published_weights():
+    opts = ["MODEL.WEIGHTS", "mine.pth"]
+    assert model_zoo.resolve_config_file(f"centermask://{LITE_39}", opts)[1] == opts
+    cfg = build_config(Namespace(config_file=f"centermask://{LITE_39}", opts=opts))
+    assert cfg.MODEL.WEIGHTS == "mine.pth"
+    cfg = build_config(Namespace(config_file=f"centermask://{LITE_39}", opts=[]))
+    assert cfg.MODEL.WEIGHTS == f"centermask://{LITE_39}"
+    assert cfg.MODEL.VOVNET.CONV_BODY == "V-39-eSE"
+
+
+def test_paths_stay_paths_and_shipped_configs_without_weights_keep_their_own(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    local = tmp_path / "centermask" / "centermask_lite_V_39_eSE_FPN_ms_4x.yaml"
+    local.parent.mkdir()
+    local.write_text("MODEL:\n  MASK_ON: True\n")
+    relative = f"{LITE_39}.yaml"
+    assert model_zoo.resolve_config_file(relative, []) == (relative, [])
+    name = "centermask://quickstart/centermask_lite_V_19_slim_dw_eSE_synthetic"
+    config_file, opts = model_zoo.resolve_config_file(name, [])
+    assert Path(config_file).is_file() and opts == []
+    with pytest.raises(FileNotFoundError, match=r"--config-file 'nope\.yaml': no such file"):
+        model_zoo.resolve_config_file("nope.yaml")
+
+
+def test_the_configs_inside_the_package_come_before_the_checkout(tmp_path, monkeypatch):
+    packaged = tmp_path / "configs"
+    (packaged / "centermask").mkdir(parents=True)
+    (packaged / "centermask" / "centermask_lite_V_39_eSE_FPN_ms_4x.yaml").write_text("{}\n")
+    checkout = model_zoo.configs_root()
+    monkeypatch.setattr(model_zoo.model_zoo, "CONFIGS_ROOTS", (packaged, checkout))
+    assert model_zoo.get_config_file(LITE_39) == str(packaged / f"{LITE_39}.yaml")
+    monkeypatch.setattr(model_zoo.model_zoo, "CONFIGS_ROOTS", (tmp_path / "none", checkout))
+    assert model_zoo.get_config_file(LITE_39) == str(checkout / f"{LITE_39}.yaml")

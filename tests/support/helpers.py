@@ -33,6 +33,12 @@ def load_tool(name: str):
     return module
 
 
+def run_cli(module, argv):
+    """The result of ``module.run`` (``module``: a :mod:`centermask.cli` command) for the
+    command line ``argv``; unlike ``module.main``, errors propagate."""
+    return module.run(module.parse_args(argv))
+
+
 def parity_dir(name: str) -> Path:
     return PARITY / name
 

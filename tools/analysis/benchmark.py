@@ -1,163 +1,19 @@
 #!/usr/bin/env python
-"""Benchmark CenterMask inference (per stage, several execution modes) or training iterations.
+"""Benchmark inference (per stage, several execution modes) or training iterations
+(``centermask benchmark``).
 
-Examples::
-
-    # eager vs optimize_for_inference vs onnxruntime float32 and int8, synthetic weights, 2 threads
     python tools/analysis/benchmark.py --config-file configs/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml \\
         --threads 2 --modes eager,optimized,onnx,onnx-int8 --iterations 10 --output lite.json
-    # batch sizes, real weights, GPU in fp16
-    python tools/analysis/benchmark.py --config-file CONFIG --weights model_final.pth --device cuda \\
-        --dtype fp16 --batch-sizes 1,4,8 --modes eager,optimized
-    # training iteration split, vs a straightforward implementation of the same losses
     python tools/analysis/benchmark.py --config-file CONFIG --train --train-batch 2 --iterations 5
 
-The input is a 480x640 synthetic image (or --image) resized by the config's test resize; the
-timings include preprocessing and post-processing (mask pasting). On GPUs with TF32 (compute
-capability >= 8.0) float32 runs with TF32 unless --no-tf32; the JSON's environment says which. Modes run interleaved, so their
-ratios hold on a busy machine; absolute numbers do not.
+``--config-file`` takes a path or a published model's name (``centermask://NAME``, whose weights
+are timed unless ``--weights`` or ``--synthetic-weights`` is given). ``--help`` lists the
+options; the code is :mod:`centermask.cli.benchmark`.
 """
 
-import argparse
-import json
-import logging
 import sys
 
-import cv2
-import torch
-
-import centermask.data  # noqa: F401  (registers the synthetic data sets for calib_dataset)
-from centermask.acceleration.dtypes import parse_dtype
-from centermask.benchmark.inference import (
-    benchmark_inference,
-    environment_info,
-    format_inference_table,
-    parse_modes,
-)
-from centermask.benchmark.precision import set_tf32
-from centermask.benchmark.training import benchmark_training, format_training_table
-from centermask.config import get_cfg
-from centermask.data.inputs import synthetic_image
-from centermask.engine.predictor import build_inference_model
-
-
-def _int_list(text: str):
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config-file", required=True, help="CenterMask YAML config")
-    parser.add_argument("--weights", default="", help="checkpoint; default: synthetic weights")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
-    parser.add_argument(
-        "--modes", default="eager,optimized", help="see centermask.benchmark.inference"
-    )
-    parser.add_argument("--batch-sizes", type=_int_list, default=[1], help="e.g. 1,4,8")
-    parser.add_argument("--iterations", type=int, default=10, help="timed runs per mode")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed runs per mode first")
-    parser.add_argument("--image", default="", help="image file (BGR via OpenCV) to use")
-    parser.add_argument("--height", type=int, default=480, help="synthetic image height")
-    parser.add_argument("--width", type=int, default=640, help="synthetic image width")
-    parser.add_argument("--work-dir", default=None, help="keep exported models here")
-    parser.add_argument(
-        "--no-tf32",
-        action="store_true",
-        help="float32 without TF32 on GPUs that have it (compute capability >= 8.0; on by default)",
-    )
-    parser.add_argument("--train", action="store_true", help="benchmark training iterations")
-    parser.add_argument("--train-batch", type=int, default=2, help="images per training batch")
-    parser.add_argument("--train-objects", type=int, default=8, help="instances per image")
-    parser.add_argument("--output", default="", help="write the results as JSON here")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    tf32 = set_tf32(device, not args.no_tf32)
-    dtype = parse_dtype(args.dtype)
-
-    cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(list(args.opts))
-    cfg.MODEL.DEVICE = str(device)
-    cfg.MODEL.WEIGHTS = args.weights
-    cfg.freeze()
-    model = build_inference_model(cfg, args.weights or None)
-
-    report = {
-        "command": " ".join(["python", "tools/analysis/benchmark.py"] + (argv or sys.argv[1:])),
-        "config_file": args.config_file,
-        "weights": args.weights or "synthetic",
-        "environment": environment_info(device, dtype),
-    }
-    report["environment"]["tf32"] = tf32
-    env = report["environment"]
-    print(
-        f"{args.config_file} | weights: {report['weights']} | device: {env['device']} "
-        f"({env.get('cpu') or env.get('gpu')}) | dtype: {env['dtype']} | TF32: {tf32} | threads: "
-        f"{env['torch_threads']}\ntorch {env['torch']}, torchvision {env['torchvision']}, "
-        f"detectron2 {env['detectron2']}, onnxruntime {env['onnxruntime']}"
-    )
-    if args.train:
-        results = benchmark_training(
-            model,
-            cfg,
-            batch_size=args.train_batch,
-            iterations=args.iterations,
-            warmup=args.warmup,
-            num_objects=args.train_objects,
-        )
-        report["training"] = results
-        print(f"training, batch {args.train_batch}, {args.train_objects} objects per image")
-        print(format_training_table(results))
-    else:
-        if args.image:
-            image = cv2.imread(args.image, cv2.IMREAD_COLOR)
-            if image is None:
-                raise SystemExit(f"--image {args.image!r} could not be read as an image")
-            images = [image]
-        else:
-            images = [
-                synthetic_image(args.height, args.width, seed=i)
-                for i in range(max(args.batch_sizes))
-            ]
-        report["image_hw"] = list(images[0].shape[:2])
-        results = benchmark_inference(
-            model,
-            cfg,
-            parse_modes(args.modes),
-            batch_sizes=args.batch_sizes,
-            iterations=args.iterations,
-            warmup=args.warmup,
-            dtype=dtype,
-            images=images,
-            work_dir=args.work_dir,
-        )
-        report["inference"] = results
-        print(f"image {report['image_hw'][0]}x{report['image_hw'][1]}; stage times in ms (median)")
-        print(format_inference_table(results))
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"wrote {args.output}")
-    return report
-
+from centermask.cli.benchmark import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """int8 on the dense part (backbone + FPN + FCOS head): onnxruntime QDQ vs PyTorch PT2E + Inductor.
 
-    python tools/analysis/benchmark_pt2e_int8.py --config-file configs/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml \\
+    python tools/analysis/benchmark_pt2e_int8.py \\
+        --config-file configs/centermask/centermask_lite_V_19_slim_dw_eSE_FPN_ms_4x.yaml \\
         --threads 2 --iterations 10
 
-The experiment behind the choice of onnxruntime for int8 (README, "Speed and export"). Both
+The comparison behind the choice of onnxruntime for int8 (docs/DEPLOYMENT.md). Both
 routes quantize the same BN-folded dense module, calibrated on the same synthetic images; the
 timed input is another synthetic image at the config's test size. Rows, timed interleaved:
 
@@ -36,12 +37,19 @@ from centermask.engine.predictor import build_inference_model
 from centermask.export.api import export_onnx
 from centermask.export.common import DENSE_ONNX, create_session
 from centermask.export.int8 import quantize_graph
+from centermask.model_zoo import config_file_weights, resolve_config_file
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config-file", required=True)
-    parser.add_argument("--weights", default="", help="checkpoint (default: synthetic weights)")
+    parser.add_argument(
+        "--config-file", required=True, help="config file, or a published model's name"
+    )
+    parser.add_argument(
+        "--weights",
+        default="",
+        help="checkpoint (default: a published model's weights, else synthetic weights)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--calib-images", type=int, default=4)
@@ -91,11 +99,13 @@ def relative_error(outputs, reference) -> float:
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    weights = args.weights or config_file_weights(args.config_file)
+    config_file, opts = resolve_config_file(args.config_file, args.opts)
     cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(list(args.opts))
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(opts)
     cfg.MODEL.DEVICE = "cpu"
-    model = build_inference_model(cfg, args.weights or None)
+    model = build_inference_model(cfg, weights)
     calibration = padded_images(model, cfg, range(1000, 1000 + args.calib_images))
     (timed,) = padded_images(model, cfg, [0])
 

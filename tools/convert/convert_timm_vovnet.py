@@ -13,10 +13,10 @@ at it. It is verified by loading it strictly into a freshly built VoVNet of the 
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
+from centermask.checkpoint import save_converted_checkpoint
 from centermask.modeling.backbone.timm_convert import TIMM_TO_CONV_BODY, convert_timm_vovnet
 from centermask.modeling.backbone.vovnet import STAGE_NAMES, VoVNet
 
@@ -50,16 +50,7 @@ def main(argv=None) -> int:
     backbone = VoVNet(conv_body=conv_body, out_features=list(STAGE_NAMES))
     backbone.load_state_dict({k[len(PREFIX) :]: v for k, v in converted.items()}, strict=True)
 
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "model": converted,
-            "__author__": f"timm {args.timm_model} (converted by centermask)",
-            "matching_heuristics": False,
-        },
-        output,
-    )
+    output = save_converted_checkpoint(converted, args.output, f"timm {args.timm_model}")
     print(f"{conv_body}: wrote {len(converted)} tensors to {output}")
     return 0
 

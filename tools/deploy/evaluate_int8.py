@@ -11,18 +11,21 @@ PyTorch model, the float32 graphs and the int8 graphs with the data set's evalua
 ``scores``, mask AP on ``mask_scores``) and prints one table; ``<output-dir>/accuracy.json``
 holds every metric. Calibrate on other images than the evaluation set (e.g. the training split).
 Data sets other than the built-in ones: ``--dataset NAME=ANNOTATIONS.json:IMAGE_DIR`` (repeatable).
+``--config-file`` takes a path or a published model's name (``centermask://NAME``), whose
+published weights are evaluated unless ``--weights`` is given.
 """
 
 import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Optional
 
 import torch
 from detectron2.evaluation import inference_on_dataset
 
 import centermask.data  # noqa: F401  (registers the built-in synthetic data sets)
+from centermask.cli.common import UsageError, add_debug_argument, parse_and_run
 from centermask.config import get_cfg
 from centermask.data.command_line import register_dataset_specs
 from centermask.engine import Trainer, add_dataset_argument, build_inference_model
@@ -33,14 +36,19 @@ from centermask.export.int8 import (
     calibration_batches,
     quantize_export,
 )
+from centermask.model_zoo import config_file_weights, resolve_config_file
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config-file", required=True)
-    parser.add_argument("--weights", required=True, help="trained checkpoint")
+    parser.add_argument(
+        "--config-file", required=True, help="config file, or a published model's name"
+    )
+    parser.add_argument(
+        "--weights", help="trained checkpoint (default for a published model: its weights)"
+    )
     add_dataset_argument(parser)
     parser.add_argument("--eval-dataset", help="evaluation data set (default: DATASETS.TEST[0])")
     parser.add_argument("--calib-dataset", help="default: DATASETS.TRAIN[0]")
@@ -51,8 +59,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--full-range-weights", action="store_true", help="VNNI CPUs only")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--output-dir", required=True)
+    add_debug_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def coco_ap(results: Dict) -> Dict[str, float]:
@@ -77,20 +90,26 @@ def format_table(rows: Dict[str, Dict[str, float]], reference: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> Dict:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> Dict:
+    """The comparison of ``args`` (of :func:`build_parser`); returns the report."""
+    weights = args.weights or config_file_weights(args.config_file)
+    if not weights:
+        raise UsageError(
+            "--weights CHECKPOINT is needed (unless --config-file names a published model)"
+        )
     register_dataset_specs(args.dataset)
     if args.threads:
         torch.set_num_threads(args.threads)
+    config_file, opts = resolve_config_file(args.config_file, args.opts)
     cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(list(args.opts))
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(opts)
     cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     dataset = args.eval_dataset or cfg.DATASETS.TEST[0]
     calib_dataset = args.calib_dataset or cfg.DATASETS.TRAIN[0]
     output_dir = Path(args.output_dir)
-    model = build_inference_model(cfg, args.weights)
+    model = build_inference_model(cfg, weights)
 
     export_onnx(model, output_dir / "float32")
     float_predictor = build_onnx_predictor(model, output_dir / "float32")
@@ -124,7 +143,7 @@ def main(argv=None) -> Dict:
         rows[name] = coco_ap(metrics[name])
     table = format_table(rows, "PyTorch float32")
     report = {
-        "command": " ".join(["python", "tools/deploy/evaluate_int8.py"] + (argv or sys.argv[1:])),
+        "command": " ".join(sys.argv),
         "dataset": dataset,
         "calibration": {"dataset": calib_dataset, "images": args.calib_images},
         "settings": {**vars(settings), "keep_float": list(settings.keep_float)},
@@ -137,5 +156,13 @@ def main(argv=None) -> Dict:
     return report
 
 
+def main(argv: Optional[List[str]] = None) -> int:
+    def command(args: argparse.Namespace) -> int:
+        run(args)
+        return 0
+
+    return parse_and_run(build_parser(), command, argv)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main())

@@ -1,6 +1,8 @@
-"""Backbones: VoVNetV2, MobileNetV2, the (FCOS-)FPN builders and the upsampling neck; importing
-registers them."""
+"""Backbones: VoVNetV2, MobileNetV2, DLA-34 with its up-path, the (FCOS-)FPN builders and the
+upsampling neck; importing registers them."""
 
+from .dla import DLA, DLA_SPECS  # noqa: F401
+from .dla_up import DLAUpBackbone, build_dla_backbone  # noqa: F401
 from .fpn import (  # noqa: F401
     LastLevelP6,
     SizeCheckedFPN,

@@ -17,17 +17,7 @@ from centermask.modeling.fcos import FCOS
 
 from .mask_head import MaskQueries
 
-__all__ = ["FCOSPointDetector", "as_point_detections"]
-
-
-def as_point_detections(detections: List[Instances]) -> List[Instances]:
-    """FCOS detections decoded with the box towers as ``top_feats`` -> CenterMask-PR detections:
-    ``top_feat`` becomes ``shape_features``; the FCOS-only fields are dropped (in place)."""
-    for instances in detections:
-        instances.shape_features = instances.top_feat
-        for name in ("top_feat", "fpn_levels", "locations"):
-            instances.remove(name)
-    return detections
+__all__ = ["FCOSPointDetector"]
 
 
 class FCOSPointDetector(nn.Module):
@@ -70,11 +60,22 @@ class FCOSPointDetector(nn.Module):
     ) -> Union[Tuple[MaskQueries, Dict[str, torch.Tensor]], List[Instances]]:
         if not self.training:
             detections, _ = self.fcos(images, features, top_module=self.tower_features)
-            return as_point_detections(detections)
+            return self.with_shape_features(detections)
         positives, losses = self.fcos(
             images, features, gt_instances, top_module=self.tower_features
         )
         return self._queries(positives, gt_instances), losses
+
+    @staticmethod
+    def with_shape_features(detections: List[Instances]) -> List[Instances]:
+        """FCOS detections decoded with the tower features as ``top_feat`` (n, C) -> detections
+        with ``pred_boxes``, ``scores``, ``pred_classes`` and ``shape_features`` (n, C), what the
+        mask head reads (in place; shared with the ONNX Runtime predictor)."""
+        for instances in detections:
+            instances.shape_features = instances.top_feat
+            for name in ("top_feat", "fpn_levels", "locations"):
+                instances.remove(name)
+        return detections
 
     def _queries(self, positives: List[Instances], gt_instances: List[Instances]) -> MaskQueries:
         """The positives as mask queries, each assembled in its matched GT box."""

@@ -12,8 +12,10 @@ from tests.support.centermask_pr import (
     PR_CONFIGS,
     fixed_batch,
     input_with_ellipses,
+    matched_detections,
     tiny_model,
     train_steps,
+    trained_fcos_model,
 )
 from tests.support.export import assert_detections_agree
 from tests.support.helpers import get_config
@@ -236,6 +238,24 @@ def test_bf16_autocast_keeps_detections_and_returns_float32(detector):
     # The autocast ran: the scores differ from those of the float32 pipeline (same folding).
     float32 = optimize_for_inference(model)(inputs)[0]["instances"]
     assert not torch.equal(float32.scores, got[0]["instances"].scores)
+
+
+def test_optimize_for_inference_keeps_the_outputs_of_the_fcos_detector():
+    from centermask import optimize_for_inference
+    from centermask.acceleration.fused_modules import FusedFCOSHead
+
+    model = trained_fcos_model()
+    inputs = [{"image": torch.rand(3, 64, 96) * 255, "height": 80, "width": 120}]
+    inputs += [{"image": x["image"]} for x in fixed_batch()]
+    with torch.no_grad():
+        expected = model(inputs)
+    fast = optimize_for_inference(model)
+    assert isinstance(fast.model.detector.fcos.fcos_head, FusedFCOSHead)
+    non_empty = 0
+    for got, want in zip(fast(inputs), expected):
+        assert len(want["instances"]) > 0
+        non_empty += matched_detections(got["instances"], want["instances"])
+    assert non_empty > 0
 
 
 def test_benchmark_stages_split_detector_and_mask_assembly():

@@ -1,4 +1,5 @@
-"""tools/quickstart.py end to end, shortened: data, training, COCO AP, pictures, summary."""
+"""centermask quickstart (tools/quickstart.py) end to end, shortened: data, training, COCO AP,
+pictures, summary."""
 
 import json
 import re
@@ -9,7 +10,8 @@ import sys
 import pytest
 import torch
 
-from tests.support.helpers import ROOT, load_tool
+from centermask.cli import quickstart
+from tests.support.helpers import ROOT, run_cli
 
 
 @pytest.mark.slow
@@ -17,7 +19,7 @@ def test_quickstart_generates_trains_evaluates_and_summarises(tmp_path, capsys):
     threads = torch.get_num_threads()
     out = tmp_path / "out"
     try:
-        summary = load_tool("quickstart").main(
+        summary = run_cli(quickstart, 
             ["--data-dir", str(tmp_path / "synthetic"), "--output-dir", str(out),
              "--num-train", "6", "--num-val", "3", "--num-vis", "2", "--threads", "1",
              "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "1",
@@ -36,7 +38,6 @@ def test_quickstart_generates_trains_evaluates_and_summarises(tmp_path, capsys):
 
 
 def test_training_gets_the_budget_left_after_set_up_less_the_end_reserve():
-    quickstart = load_tool("quickstart")
     opts = quickstart.time_budget_opts(15, spent_seconds=42.0, opts=["OUTPUT_DIR", "x"])
     assert opts[0] == "SOLVER.TIME_BUDGET_MINUTES"
     # 900 s less 2% (18 s), 10 s for pictures and summary, 42 s spent: 830 s.
@@ -44,7 +45,6 @@ def test_training_gets_the_budget_left_after_set_up_less_the_end_reserve():
 
 
 def test_no_time_budget_when_disabled_or_iterations_are_fixed():
-    quickstart = load_tool("quickstart")
     assert quickstart.time_budget_opts(0, 5.0, []) == []
     assert quickstart.time_budget_opts(15, 5.0, ["SOLVER.MAX_ITER", "3"]) == []
     with pytest.raises(ValueError, match="--budget-minutes 0.1 leaves no time"):

@@ -1,4 +1,5 @@
-"""tools/demo.py and BatchPredictor, with a randomly initialised model that keeps every candidate."""
+"""centermask demo (tools/demo.py) and BatchPredictor, with a randomly initialised model that keeps
+every candidate."""
 
 import json
 import os
@@ -12,9 +13,10 @@ import torch
 from detectron2.structures import Boxes, Instances
 
 from centermask.checkpoint import AtomicCheckpointer
+from centermask.cli import demo
 from centermask.config import get_cfg
 from centermask.engine import BatchPredictor, Trainer, filter_by_score
-from tests.support.helpers import QUICK_CONFIGS, load_tool
+from tests.support.helpers import QUICK_CONFIGS, run_cli
 
 CONFIG = QUICK_CONFIGS / "centermask_lite_V_19_slim_dw_synthetic_instant_test.yaml"
 OPTS = ["MODEL.FCOS.INFERENCE_TH_TEST", "0.0", "MODEL.FCOS.POST_NMS_TOPK_TEST", "10"]
@@ -94,7 +96,7 @@ def test_demo_on_a_folder_writes_one_drawn_image_per_input(weights, tmp_path):
     for i, image in enumerate(_images(2, 64, 90)):
         cv2.imwrite(str(folder / f"img{i}.png"), image)
     out = tmp_path / "out"
-    written = load_tool("demo").main(
+    written = run_cli(demo, 
         ["--config-file", str(CONFIG), "--input", str(folder), "--output", str(out),
          "--confidence-threshold", "0.0", "--score", "mask", "--color-by-mask-score",
          "--opts", "MODEL.WEIGHTS", weights, *OPTS]
@@ -108,7 +110,7 @@ def test_demo_on_a_folder_writes_one_drawn_image_per_input(weights, tmp_path):
 
 def test_demo_names_inputs_that_match_nothing(weights, tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing-here.*matches no file"):
-        load_tool("demo").main(
+        run_cli(demo, 
             ["--config-file", str(CONFIG), "--input", str(tmp_path / "nothing-here*.jpg"),
              "--output", str(tmp_path), "--opts", "MODEL.WEIGHTS", weights]
         )  # fmt: skip
@@ -121,7 +123,7 @@ def test_demo_on_a_video_writes_a_video_with_every_frame(weights, tmp_path):
         writer.write(frame)
     writer.release()
     out = tmp_path / "out.mp4"
-    written = load_tool("demo").main(
+    written = run_cli(demo, 
         ["--config-file", str(CONFIG), "--video-input", str(video), "--output", str(out),
          "--confidence-threshold", "0.0", "--opts", "MODEL.WEIGHTS", weights, *OPTS]
     ).written  # fmt: skip
@@ -147,7 +149,7 @@ def test_demo_skips_and_names_broken_files_draws_the_rest_and_fails_the_exit_sta
     unreadable.chmod(0)
     readable_anyway = os.access(unreadable, os.R_OK)  # e.g. when the tests run as root
     out = tmp_path / "out"
-    summary = load_tool("demo").main(
+    summary = run_cli(demo, 
         ["--config-file", str(CONFIG), "--input", str(folder), "--output", str(out),
          "--batch-size", "2", "--confidence-threshold", "0.0", "--opts", "MODEL.WEIGHTS",
          weights, *OPTS]
@@ -177,7 +179,7 @@ def test_demo_output_json_holds_coco_results_of_every_input(weights, tmp_path):
         paths.append(tmp_path / f"img{i}.png")
         cv2.imwrite(str(paths[-1]), image)
     out_json = tmp_path / "predictions.json"
-    summary = load_tool("demo").main(
+    summary = run_cli(demo, 
         ["--config-file", str(CONFIG), "--input", *map(str, paths), "--output-json",
          str(out_json), "--confidence-threshold", "0.0", "--opts", "MODEL.WEIGHTS", weights,
          *OPTS]
@@ -195,7 +197,7 @@ def test_demo_output_json_holds_coco_results_of_every_input(weights, tmp_path):
         x, y, w, h = result["bbox"]
         assert 0 <= x and 0 <= y and x + w <= 90.01 and y + h <= 64.01
     # One image alone gives the same predictions for it as in the run over both.
-    alone = load_tool("demo").main(
+    alone = run_cli(demo, 
         ["--config-file", str(CONFIG), "--input", str(paths[1]), "--confidence-threshold",
          "0.0", "--output-json", str(out_json), "--opts", "MODEL.WEIGHTS", weights, *OPTS]
     )  # fmt: skip
