@@ -31,7 +31,6 @@ import copy
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-
 from centermask.acceleration.centermask_pr_inference import (
     CenterMaskPRInference,
     DenseCenterMaskPR,

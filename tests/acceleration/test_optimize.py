@@ -8,11 +8,11 @@ import centermask
 from centermask.acceleration import CenterMaskInference
 from tests.support.export import (
     RUNS,
+    assert_detections_agree,
     compare_to,
     failures,
     parity_inputs,
     pipeline_arrays,
-    assert_detections_agree,
     synthetic_model,
 )
 from tests.support.helpers import PARITY_DIRS

@@ -2,8 +2,8 @@
 pictures, summary."""
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 
