@@ -75,5 +75,8 @@ def test_onnxruntime_condinst_matches_the_reference_and_pytorch(model, tmp_path)
 
 def test_onnx_predictor_rejects_a_centermask_export(model, tmp_path):
     (tmp_path / "centermask_export.json").write_text('{"format": "centermask-onnx-v1"}')
-    with pytest.raises(ValueError, match="describes a .centermask-onnx-v1. export, but this predictor reads .condinst-onnx-v1."):
+    with pytest.raises(
+        ValueError,
+        match="describes a .centermask-onnx-v1. export, but this predictor reads .condinst-onnx-v1.",
+    ):
         OnnxCondInstPredictor(model, tmp_path)
