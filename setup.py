@@ -62,6 +62,7 @@ setup(
         "numpy",
         "fvcore>=0.1.5",
         "iopath>=0.1.7",
+        "safetensors>=0.4",
         "pycocotools>=2.0.2",
         "opencv-python-headless",
         "matplotlib",

@@ -2,9 +2,10 @@
 start time.
 
 A user's mistake (:data:`USER_ERRORS`: a missing file, an offline download, a wrong config key or
-value, a malformed data set) ends the command with one line on stderr,
-``<prog>: error: <message>``, and exit status :data:`USER_ERROR_STATUS` (2, argparse's status
-for a bad command line): the message names the file, key or value at fault and the fix.
+value, a malformed data set, a damaged or unsafe checkpoint, an output folder in use) ends the
+command with one line on stderr, ``<prog>: error: <message>``, and exit status
+:data:`USER_ERROR_STATUS` (2, argparse's status for a bad command line): the message names the
+file, key or value at fault and the fix.
 ``--debug``, or the environment variable ``CENTERMASK_DEBUG=1``, lets the exception through
 with its traceback. Any other exception always keeps its traceback: it is a bug to report.
 """
@@ -15,7 +16,9 @@ import sys
 import time
 from typing import Any, Callable, List, Optional
 
+from centermask.checkpoint import CheckpointLoadError
 from centermask.data.coco_checks import CocoFormatError
+from centermask.engine.output_lock import OutputFolderLocked
 from centermask.model_zoo import ChecksumError, DownloadError
 
 __all__ = [
@@ -46,13 +49,17 @@ class UsageError(ValueError):
 
 # yacs reports an unknown config key as a KeyError and a value of the wrong type as a
 # ValueError; the package's own checks of config values, data sets and options raise
-# ValueErrors naming the key or option (CocoFormatError, UsageError are ValueErrors).
+# ValueErrors naming the key or option (CocoFormatError, UsageError are ValueErrors); a
+# checkpoint that cannot or must not be loaded, and an output folder in use by another run, are
+# named by their own errors.
 USER_ERRORS = (
     FileNotFoundError,
     PermissionError,
     DownloadError,
     ChecksumError,
     CocoFormatError,
+    CheckpointLoadError,
+    OutputFolderLocked,
     UsageError,
     KeyError,
     ValueError,

@@ -20,7 +20,8 @@ The threshold filters the final detections; the model's own candidate threshold
 (``MODEL.FCOS.INFERENCE_TH_TEST``, 0.05) is left as configured. Labels show "class box-score
 m mask-score"; ``--color-by-mask-score`` colours masks by ``mask_scores`` (viridis).
 
-Over files, folders and globs, a file that cannot be read or decoded as an image is reported
+Over files, folders and globs, a file that cannot be read or decoded as an image, or that has
+more pixels than ``INPUT.MAX_IMAGE_PIXELS`` (from its header, before decoding), is reported
 (name and reason) and skipped; every other image is drawn, a summary line ends the run and the
 exit status is 1 if anything was skipped. ``--output-json FILE`` writes the shown predictions of
 every image in COCO results format (RLE masks; ``image_id`` is the image's position in the input
@@ -47,6 +48,7 @@ from detectron2.utils.logger import setup_logger
 import centermask.data  # noqa: F401  (registers the synthetic data sets: their class names)
 import centermask.modeling  # noqa: F401  (registers the model components)
 from centermask.cli.common import command_parser, parse_and_run
+from centermask.data.image_guard import ImageTooLargeError, check_decoded_size, check_image_header
 from centermask.engine import (
     BatchPredictor,
     add_dataset_argument,
@@ -155,8 +157,9 @@ def expand_inputs(patterns: List[str]) -> List[str]:
     return paths
 
 
-def read_image(path: str) -> Tuple[Optional[np.ndarray], Optional[str]]:
-    """(BGR uint8 image, None), or (None, the reason it cannot be used)."""
+def read_image(path: str, max_pixels: int = 0) -> Tuple[Optional[np.ndarray], Optional[str]]:
+    """(BGR uint8 image, None), or (None, the reason it cannot be used). An image of more than
+    ``max_pixels`` pixels (0: no limit) is refused from its header, before it is decoded."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -164,9 +167,17 @@ def read_image(path: str) -> Tuple[Optional[np.ndarray], Optional[str]]:
         return None, f"cannot be read ({e.strerror or e})"
     if not data:
         return None, "empty file"
+    try:
+        check_image_header(data, max_pixels, name=path)
+    except ImageTooLargeError as e:
+        return None, f"too large ({e})"
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         return None, f"not a decodable image ({len(data)} bytes)"
+    try:  # formats PIL does not read are checked once OpenCV has decoded them
+        check_decoded_size(path, image.shape[1], image.shape[0], max_pixels)
+    except ImageTooLargeError as e:
+        return None, f"too large ({e})"
     return image, None
 
 
@@ -201,7 +212,7 @@ def run_images(args, predictor: BatchPredictor, metadata, summary: DemoSummary) 
     id_map = metadata.get("thing_dataset_id_to_contiguous_id", None)
     batch: List[Tuple[int, str, np.ndarray]] = []
     for index, path in enumerate(paths):
-        image, problem = read_image(path)
+        image, problem = read_image(path, predictor.cfg.INPUT.MAX_IMAGE_PIXELS)
         if problem is not None:
             logger.warning(f"skipped {path}: {problem}")
             summary.skipped[path] = problem

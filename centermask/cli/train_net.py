@@ -10,15 +10,29 @@ MODEL.DEVICE cpu) --num-gpus N starts N CPU worker processes with the gloo backe
 The built-in synthetic data sets (synthetic_train, synthetic_val, ...) are registered under
 $DETECTRON2_DATASETS/synthetic (default datasets/synthetic) by importing centermask.data; your
 own COCO-format data sets by --dataset (see centermask.engine.build_config).
+
+Training takes a lock on OUTPUT_DIR (a second run into it fails at once). SIGTERM or SIGINT
+(Ctrl-C) stops training after the current iteration with a checkpoint, and the command exits with
+status 75; the same command with --resume continues from it. A second signal exits at once.
 """
 
 import argparse
+import sys
 from typing import List, Optional
 
 import centermask.data  # noqa: F401  (registers the built-in synthetic data sets)
 import centermask.modeling  # noqa: F401  (registers the model components)
 from centermask.cli.common import add_debug_argument, parse_and_run
-from centermask.engine import Trainer, argument_parser, build_config, choose_backend, launch, setup
+from centermask.engine import (
+    PREEMPTED_EXIT_CODE,
+    Trainer,
+    TrainingPreempted,
+    argument_parser,
+    build_config,
+    choose_backend,
+    launch,
+    setup,
+)
 
 TRAIN_EPILOG = """
 Examples:
@@ -98,7 +112,11 @@ def run(args: argparse.Namespace) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    run(args)
+    try:
+        run(args)
+    except TrainingPreempted as e:  # SIGTERM / SIGINT: a checkpoint was written
+        print(e, file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
     return 0
 
 

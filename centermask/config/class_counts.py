@@ -16,6 +16,7 @@ __all__ = [
     "check_class_counts",
     "describe_class_counts",
     "explicit_config_keys",
+    "lookup_key",
 ]
 
 # Every config key that holds the number of thing classes (no background class).
@@ -57,7 +58,8 @@ def explicit_config_keys(config_file: Optional[str], opts: Sequence[str]) -> Set
     return keys
 
 
-def _lookup(cfg: CfgNode, key: str):
+def lookup_key(cfg: CfgNode, key: str):
+    """The value of the dotted ``key`` in ``cfg``, None when the config has no such key."""
     node = cfg
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -92,10 +94,10 @@ def apply_class_counts(
         raise ValueError(f"The data sets of this run have different class counts ({listed})")
     (count,) = counts
     names = ", ".join(map(repr, known))
-    keys = [k for k in keys if _lookup(cfg, k) is not None]
-    wrong = [k for k in keys if k in explicit and _lookup(cfg, k) != count]
+    keys = [k for k in keys if lookup_key(cfg, k) is not None]
+    wrong = [k for k in keys if k in explicit and lookup_key(cfg, k) != count]
     if wrong:
-        values = ", ".join(f"{k}={_lookup(cfg, k)}" for k in wrong)
+        values = ", ".join(f"{k}={lookup_key(cfg, k)}" for k in wrong)
         raise ValueError(
             f"Data set {names} has {count} thing classes, but the config sets {values}. "
             f"Set {' and '.join(wrong)} to {count}, or leave them out of the config and the "
@@ -116,7 +118,7 @@ def describe_class_counts(cfg: CfgNode, keys: Sequence[str], dataset_names: Sequ
     if len(counts) != 1:
         return ""
     (count,) = counts
-    matching = [k for k in keys if _lookup(cfg, k) == count]
+    matching = [k for k in keys if lookup_key(cfg, k) == count]
     if not matching:
         return ""
     names = ", ".join(map(repr, known))

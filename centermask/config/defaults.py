@@ -115,6 +115,9 @@ def add_centermask_config(cfg: CN) -> CN:
     _C.INPUT.SCALE_RANGE = (0.6, 1.4)
     # "scale_crop_color": brightness and contrast scaled by random factors in 1 -/+ this.
     _C.INPUT.COLOR_JITTER = 0.4
+    # Not in the original: images with more pixels than this (by their header) are refused, file
+    # named (0 = no limit); 8192 x 8192 is far above any training image, far below a bomb.
+    _C.INPUT.MAX_IMAGE_PIXELS = 8192 * 8192
 
     # ---------------------------------------------------------------------------------------- #
     # FCOS proposal generator

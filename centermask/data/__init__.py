@@ -12,6 +12,7 @@ from .coco_checks import (
 )
 from .command_line import parse_dataset_spec, register_dataset_specs
 from .dataset_mapper import CheckedDatasetMapper, DatasetRecordError
+from .image_guard import ImageTooLargeError
 from .synthetic import ensure_synthetic, generate_synthetic
 from .synthetic_scene import CLASS_NAMES
 
@@ -23,6 +24,7 @@ __all__ = [
     "CheckedDatasetMapper",
     "CocoFormatError",
     "DatasetRecordError",
+    "ImageTooLargeError",
     "default_synthetic_root",
     "ensure_synthetic",
     "generate_synthetic",

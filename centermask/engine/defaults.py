@@ -19,6 +19,8 @@ from centermask.config.class_counts import (
 from centermask.data.command_line import (
     register_dataset_specs,
 )
+from centermask.engine.output_lock import lock_output_dir
+from centermask.engine.validation import validate_config
 from centermask.model_zoo import resolve_config_file
 
 __all__ = ["add_dataset_argument", "argument_parser", "build_config", "setup"]
@@ -75,13 +77,22 @@ def build_config(args: argparse.Namespace) -> CfgNode:
     does not set itself come from its data sets: ``DATASETS.TEST`` with ``--eval-only``,
     ``DATASETS.TRAIN`` otherwise (see :func:`centermask.config.class_counts.apply_class_counts`).
     Every process of a multi-process launch calls this, so every worker knows the data sets.
+    Values that cannot work are refused first, naming each key and value
+    (:func:`centermask.engine.validation.validate_config`).
 
     A CUDA device requested on a machine without CUDA falls back to CPU, with a warning (every
     shipped YAML inherits detectron2's default ``MODEL.DEVICE: cuda``).
     """
-    register_dataset_specs(getattr(args, "dataset", None) or [])
     config_file, opts = resolve_config_file(args.config_file, args.opts or [])
     cfg = _merged_config(config_file, opts)
+    # Before any data set is read (class counts below) or weights are downloaded (later).
+    world_size = getattr(args, "num_gpus", 1) * getattr(args, "num_machines", 1)
+    validate_config(
+        cfg,
+        training=not getattr(args, "eval_only", False),
+        world_size=max(world_size, comm.get_world_size()),
+    )
+    register_dataset_specs(getattr(args, "dataset", None) or [])
     datasets = cfg.DATASETS.TEST if getattr(args, "eval_only", False) else cfg.DATASETS.TRAIN
     explicit = explicit_config_keys(config_file, opts)
     apply_class_counts(cfg, THING_CLASS_KEYS, explicit, datasets)
@@ -107,9 +118,15 @@ def setup(args: argparse.Namespace, cfg: Optional[CfgNode] = None) -> CfgNode:
     ``cfg``: the config :func:`build_config` already made from ``args`` (e.g. by the launching
     process, to choose the backend), so that it is built once; the ``--dataset`` data sets are
     then registered in this process if they are not yet (a worker process starts without them).
+
+    For training (not ``--eval-only``) the main process first takes the lock of ``OUTPUT_DIR``
+    (:mod:`.output_lock`): a second run into the folder of a live one fails here, before it
+    writes anything there.
     """
     if cfg is None:
         cfg = build_config(args)
+    if not getattr(args, "eval_only", False) and comm.is_main_process() and cfg.OUTPUT_DIR:
+        lock_output_dir(cfg.OUTPUT_DIR)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="centermask")
     register_dataset_specs(getattr(args, "dataset", None) or [])
     datasets = cfg.DATASETS.TEST if getattr(args, "eval_only", False) else cfg.DATASETS.TRAIN

@@ -7,8 +7,18 @@ from typing import Dict, List, Optional, Sequence
 
 from detectron2.engine import HookBase, hooks
 from detectron2.utils import comm
+from detectron2.utils.events import EventWriter
 
-__all__ = ["CheckpointHook", "EvalHook", "LossCurveHook", "read_metrics", "plot_loss_curve"]
+from centermask.utils.file_io import named_write_error
+
+__all__ = [
+    "CheckpointHook",
+    "EvalHook",
+    "LossCurveHook",
+    "NamedWriteErrors",
+    "read_metrics",
+    "plot_loss_curve",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +41,30 @@ class CheckpointHook(hooks.PeriodicCheckpointer):
         if getattr(self.trainer, "failed", False):
             return
         super().after_train()
+
+
+class NamedWriteErrors(EventWriter):
+    """An event writer (detectron2's ``JSONWriter``, ``TensorboardXWriter``) whose write errors
+    (a full disk, a read-only folder) name the file or folder it writes and the errno."""
+
+    def __init__(self, writer: EventWriter, default_path: str):
+        self.writer = writer
+        handle = getattr(writer, "_file_handle", None)
+        self.path = getattr(handle, "name", None) or default_path
+
+    def write(self):
+        try:
+            self.writer.write()
+        except OSError as e:
+            raise named_write_error(
+                e, self.path, "Free space or fix the folder, then --resume."
+            ) from e
+
+    def close(self):
+        try:
+            self.writer.close()
+        except OSError as e:
+            raise named_write_error(e, self.path) from e
 
 
 class EvalHook(hooks.EvalHook):

@@ -5,6 +5,10 @@ detectron2's own ``launch`` when the processes will run on GPUs, and otherwise s
 itself with the **gloo** backend (one process per ``num_workers_per_machine``, each with its share
 of the CPU threads). Either way detectron2's ``comm`` helpers (world size, ranks, local process
 group, gather) work inside the workers, on detectron2 v0.6 and on upstream main.
+
+With gloo, the launcher forwards SIGINT and SIGTERM to its workers (as SIGTERM), which stop
+training with a checkpoint (:mod:`.preemption`); when they do, :func:`launch` raises
+:class:`~.preemption.TrainingPreempted` in the launcher too.
 """
 
 import ctypes
@@ -14,6 +18,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from datetime import timedelta
 from typing import Callable, Optional, Sequence
 
@@ -22,6 +27,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.engine import launch as d2_launch
 from detectron2.utils import comm
+
+from .preemption import PREEMPTED_EXIT_CODE, SIGNALS_FORWARDED_ENV, TrainingPreempted
 
 __all__ = ["DEFAULT_TIMEOUT", "choose_backend", "launch", "setup_local_process_group"]
 
@@ -101,6 +108,51 @@ def _exit_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+class _ForwardSignals:
+    """In the launcher, while it waits for its workers: SIGINT and SIGTERM are sent on to every
+    worker as SIGTERM (a first one stops training with a checkpoint, a second one at once), and
+    the launcher goes on waiting for them to exit."""
+
+    def __init__(self, processes):
+        self.processes = processes
+        self._previous = {}
+
+    def _forward(self, signum, frame) -> None:
+        for process in self.processes:
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._forward)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _spawn_and_wait(worker: Callable, nprocs: int, args: tuple) -> None:
+    # The workers take the stop signals from the launcher only (see _ForwardSignals).
+    os.environ[SIGNALS_FORWARDED_ENV] = "1"
+    try:
+        context = mp.spawn(worker, nprocs=nprocs, args=args, daemon=False, join=False)
+    finally:
+        del os.environ[SIGNALS_FORWARDED_ENV]
+    try:
+        with _ForwardSignals(context.processes):
+            while not context.join():
+                pass
+    except mp.ProcessExitedException as e:
+        if e.exit_code == PREEMPTED_EXIT_CODE:
+            raise TrainingPreempted(
+                "Training stopped by a signal; its checkpoint is in OUTPUT_DIR (see the log). "
+                "Start the same command with --resume to continue from it."
+            ) from None
+        raise
+
+
 def _gloo_worker(
     local_rank: int,
     main_func: Callable,
@@ -130,6 +182,9 @@ def _gloo_worker(
     comm.synchronize()
     try:
         main_func(*args)
+    except TrainingPreempted as e:
+        logger.warning(str(e))
+        sys.exit(PREEMPTED_EXIT_CODE)  # the launcher turns it back into TrainingPreempted
     finally:
         _leave_process_group()
 
@@ -178,10 +233,10 @@ def launch(
         f"Launching {num_gpus_per_machine} CPU worker(s) per machine with gloo at {dist_url} "
         f"({threads} thread(s) each)"
     )
-    mp.spawn(
+    _spawn_and_wait(
         _gloo_worker,
-        nprocs=num_gpus_per_machine,
-        args=(
+        num_gpus_per_machine,
+        (
             main_func,
             world_size,
             num_gpus_per_machine,
@@ -191,5 +246,4 @@ def launch(
             timeout,
             threads,
         ),
-        daemon=False,
     )

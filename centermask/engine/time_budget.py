@@ -16,6 +16,10 @@ The pieces are detectron2 machinery:
 * :class:`TimeBudgetLRScheduler`, detectron2's ``LRMultiplier`` driven by that fraction;
 * :class:`StoppableTrainLoop`, the training loop that ends cleanly when the hook says so: the
   final checkpoint, evaluation and writers run as after the last iteration of a fixed schedule.
+
+A budget shorter than the final evaluation it must hold (the reserve computed from the speed of
+the first 3 iterations is at least the whole budget) is refused then, with an error naming
+``SOLVER.TIME_BUDGET_MINUTES`` and the estimated evaluation time: it could train nothing.
 """
 
 import logging
@@ -36,6 +40,9 @@ __all__ = ["StoppableTrainLoop", "TimeBudget", "TimeBudgetLRScheduler", "TimeBud
 
 logger = logging.getLogger(__name__)
 
+# A budget shorter than the evaluation it must hold is refused once this many iterations are
+# timed (the first one, which warms up, alone would overestimate the reserve).
+_TIMED_BEFORE_CHECK = 3
 # fvcore's ParamSchedulers take the position in [0, 1); some reject 1.0 itself.
 _LAST_POSITION = math.nextafter(1.0, 0.0)
 
@@ -169,6 +176,8 @@ class TimeBudget(HookBase):
         if comm.get_world_size() > 1:
             spent, per_iteration = map(max, zip(*comm.all_gather((spent, per_iteration))))
         self.seconds_spent, self.seconds_per_iteration = spent, per_iteration
+        if len(self._durations) == _TIMED_BEFORE_CHECK:
+            self._check_budget_fits_an_evaluation(per_iteration)
         training = self.training_seconds(per_iteration)
         fraction = spent / training if training > 0 else 1.0
         self.progress = max(self.progress, min(fraction, _LAST_POSITION))
@@ -178,6 +187,18 @@ class TimeBudget(HookBase):
         if last or self.progress >= self._next_log:
             self._log(training, last)
             self._next_log = (math.floor(self.progress / self._log_every) + 1) * self._log_every
+
+    def _check_budget_fits_an_evaluation(self, seconds_per_iteration: float) -> None:
+        reserve = self.eval_reserve(seconds_per_iteration)
+        if reserve >= self.seconds:
+            raise ValueError(
+                f"SOLVER.TIME_BUDGET_MINUTES={self.seconds / 60:g} is shorter than one "
+                f"evaluation: the {self.eval_images} test image(s) are expected to take "
+                f"{reserve / 60:.2f} min at the measured {seconds_per_iteration:.2f} s per "
+                "training iteration (SOLVER.TIME_BUDGET_EVAL_COST="
+                f"{self.eval_cost:g}), which leaves no time to train. Raise the budget or use "
+                "smaller DATASETS.TEST."
+            )
 
     def _log(self, training: float, last: bool):
         reserve = self.seconds - training

@@ -9,11 +9,17 @@ period, periodic evaluation and ``resume_or_load`` it keeps):
 * a check that ``MODEL.FCOS.NUM_CLASSES`` and ``MODEL.ROI_HEADS.NUM_CLASSES`` match the number of
   ``thing_classes`` of every train/test data set;
 * :class:`.CheckedTrainLoop` (float32 losses, AMP on CUDA or CPU, a non-finite-loss stop) and
-  atomic checkpoints (:class:`~centermask.checkpoint.AtomicCheckpointer`) that are never written after a failure;
+  atomic checkpoints (:class:`~centermask.checkpoint.AtomicCheckpointer`) that are never written
+  after a failure;
 * distributed data parallel on CPU (gloo) as well as CUDA;
 * training for a wall-clock budget (``SOLVER.TIME_BUDGET_MINUTES``, :mod:`.time_budget`);
 * Adam as well as SGD (``SOLVER.OPTIMIZER``, :mod:`.optimizer`);
-* ``loss_curve.png`` in ``OUTPUT_DIR`` at the end of training.
+* ``loss_curve.png`` in ``OUTPUT_DIR`` at the end of training;
+* a lock on ``OUTPUT_DIR`` (:mod:`.output_lock`), so that a second training run into the same
+  folder fails at once instead of overwriting this one's checkpoints and metrics;
+* SIGTERM / SIGINT stop training after the current iteration with a checkpoint
+  (:mod:`.preemption`); ``resume_or_load(resume=True)`` continues from the newest checkpoint
+  that loads, with the data order of an uninterrupted run.
 """
 
 import json
@@ -41,8 +47,10 @@ from centermask.data import CheckedDatasetMapper
 from centermask.modeling import CenterMaskWithTTA, check_tta_support
 
 from .evaluators import build_evaluator
-from .hooks import CheckpointHook, EvalHook, LossCurveHook
+from .hooks import CheckpointHook, EvalHook, LossCurveHook, NamedWriteErrors
 from .optimizer import build_optimizer
+from .output_lock import lock_output_dir
+from .preemption import PreemptionHook, skip_consumed_indices
 from .time_budget import StoppableTrainLoop, TimeBudget, TimeBudgetLRScheduler
 from .train_loop import CheckedTrainLoop
 
@@ -99,6 +107,8 @@ class Trainer(DefaultTrainer, StoppableTrainLoop):
 
     def __init__(self, cfg):
         TrainerBase.__init__(self)
+        if comm.is_main_process() and cfg.OUTPUT_DIR:
+            lock_output_dir(cfg.OUTPUT_DIR)  # one training run per output folder
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
@@ -145,6 +155,8 @@ class Trainer(DefaultTrainer, StoppableTrainLoop):
             # Before the PeriodicWriter (last on the main process) so its results are written.
             ret.insert(-1, EvalHook(0, lambda: self.test_with_TTA(self.cfg, self.model)))
         ret.append(LossCurveHook(self.cfg.OUTPUT_DIR))
+        # Last: it stops after the iteration's other hooks (checkpoint, LR, writers) have run.
+        ret.append(PreemptionHook(self.checkpointer))
         if self.time_budget is not None:
             # Before the LRScheduler and the checkpointer: they read what it sets.
             first = next(i for i, h in enumerate(ret) if isinstance(h, hooks.LRScheduler))
@@ -152,15 +164,35 @@ class Trainer(DefaultTrainer, StoppableTrainLoop):
         return ret
 
     def resume_or_load(self, resume: bool = True):
-        super().resume_or_load(resume=resume)
+        """detectron2's ``resume_or_load``, resuming from the newest checkpoint of ``OUTPUT_DIR``
+        that loads (a damaged newest one is skipped with a warning, see
+        :meth:`~centermask.checkpoint.CenterMaskCheckpointer.resume_or_load`)."""
+        resuming = resume and self.checkpointer.has_resume_candidate()
+        self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        if resuming:
+            # The checkpoint holds the iteration that had finished: continue after it.
+            self.start_iter = self.iter + 1
+            self._continue_data_order(self.start_iter)
         if self.time_budget is not None:
             self.scheduler.refresh()  # the LR for the time already used, from the first iteration
 
+    def _continue_data_order(self, iteration: int) -> None:
+        """Have the data loader continue its index stream after the images of ``iteration``
+        iterations, as the uninterrupted run would have (see :func:`skip_consumed_indices`)."""
+        loop = self._trainer
+        if not skip_consumed_indices(loop.data_loader, iteration * self.cfg.SOLVER.IMS_PER_BATCH):
+            return
+        if hasattr(loop, "_data_loader_iter_obj"):  # detectron2 main: created on first use
+            loop._data_loader_iter_obj = None
+        else:  # detectron2 v0.6: created by the constructor
+            loop._data_loader_iter = iter(loop.data_loader)
+
     def build_writers(self):
         if self.time_budget is None:
-            return super().build_writers()
-        # No iteration count to compute an ETA from; the TimeBudget hook logs the time left.
-        return default_writers(self.cfg.OUTPUT_DIR, max_iter=None)
+            writers = super().build_writers()
+        else:  # no iteration count to compute an ETA from; the TimeBudget hook logs the time left
+            writers = default_writers(self.cfg.OUTPUT_DIR, max_iter=None)
+        return [NamedWriteErrors(w, self.cfg.OUTPUT_DIR) for w in writers]
 
     @classmethod
     def build_time_budget(cls, cfg):

@@ -9,13 +9,14 @@ import contextlib
 import logging
 from typing import Dict, Iterator, List, Optional
 
+import torch
 from detectron2.evaluation import COCOEvaluator as _D2COCOEvaluator
 from detectron2.evaluation import coco_evaluation as _d2_coco_evaluation
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.structures import Instances
 from pycocotools.cocoeval import COCOeval
 
-__all__ = ["COCOEvaluator", "cocoeval_class", "instances_to_coco_results"]
+__all__ = ["COCOEvaluator", "cocoeval_class", "drop_nonfinite", "instances_to_coco_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,32 @@ def instances_to_coco_results(
     return results
 
 
+def drop_nonfinite(instances: Instances, image: str) -> Instances:
+    """``instances`` without the detections whose box, score or mask score is NaN or infinite,
+    with a warning naming ``image`` and how many were dropped (COCO evaluation would otherwise
+    rank or crash on them)."""
+    if len(instances) == 0:
+        return instances
+    keep = torch.ones(len(instances), dtype=torch.bool, device=instances.scores.device)
+    if instances.has("pred_boxes"):
+        keep &= torch.isfinite(instances.pred_boxes.tensor).all(dim=1)
+    for name in ("scores", "mask_scores"):
+        if instances.has(name):
+            keep &= torch.isfinite(instances.get(name))
+    dropped = int((~keep).sum())
+    if dropped == 0:
+        return instances
+    logger.warning(
+        f"{image}: dropped {dropped} of {len(instances)} detections with a non-finite box or "
+        "score before COCO evaluation"
+    )
+    return instances[keep]
+
+
+def _image_name(inputs: Dict) -> str:
+    return str(inputs.get("file_name", f"image_id={inputs.get('image_id')!r}"))
+
+
 def _copy_predictions(predictions: List[Dict], score_key: Optional[str] = None) -> List[Dict]:
     """Copies of the per-image predictions whose result dicts can be changed safely (detectron2
     remaps category ids and drops boxes in place). With ``score_key``, each result's ``score``
@@ -94,6 +121,8 @@ class COCOEvaluator(_D2COCOEvaluator):
 
     When the model outputs ``mask_scores``, every COCO result also carries ``"mask_score"``, and
     the ``segm`` task ranks masks by it; ``bbox`` (and ``keypoints``) keep the box ``score``.
+    Detections with a non-finite box or score are dropped first, with a warning naming the image
+    (:func:`drop_nonfinite`).
 
     Same arguments as detectron2's, except that ``use_fast_impl`` defaults to False (detectron2's
     fast implementation needs its compiled ops), plus ``use_faster_coco_eval``: None (default)
@@ -115,6 +144,14 @@ class COCOEvaluator(_D2COCOEvaluator):
         self.cocoeval_impl = cocoeval_class(use_faster_coco_eval)
 
     def process(self, inputs, outputs):
+        outputs = [
+            (
+                {**o, "instances": drop_nonfinite(o["instances"], _image_name(i))}
+                if "instances" in o and o["instances"].has("scores")
+                else o
+            )
+            for i, o in zip(inputs, outputs)
+        ]
         num_before = len(self._predictions)
         super().process(inputs, outputs)
         # The parent appends one prediction per input that has instances or proposals, in order.

@@ -148,7 +148,7 @@ def test_a_coco_folder_trains_in_two_processes_evaluates_and_runs_the_demo_from_
     assert train.returncode == 0, log[-6000:]
     assert "World size: 2" in log and "= 3, the thing classes of 'mine_train'" in log
     weights = out / "model_final.pth"
-    state = torch.load(weights, map_location="cpu", weights_only=False)["model"]
+    state = torch.load(weights, map_location="cpu", weights_only=True)["model"]
     assert state["proposal_generator.fcos_head.cls_logits.weight"].shape[0] == 3
 
     # --eval-only, through train_net's own argument parser and main (in this process: a third

@@ -39,7 +39,7 @@ def test_gloo_training_on_rle_masks_then_evaluation_gives_coco_ap(synthetic_data
                       "DATASETS.TEST", "()")  # fmt: skip
     assert "World size: 2" in proc.stdout + proc.stderr
     weights = train / "model_final.pth"
-    state = torch.load(weights, map_location="cpu", weights_only=False)["model"]
+    state = torch.load(weights, map_location="cpu", weights_only=True)["model"]
     assert any(k.startswith("mask_head.saliency_head") for k in state)
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 

@@ -88,7 +88,7 @@ def test_two_process_gloo_training_with_train_net(synthetic_datasets, tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "World size: 2" in proc.stdout + proc.stderr
-    model = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=False)
+    model = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=True)
     assert "controller.weight" in model["model"]
     assert all(torch.isfinite(v).all() for v in model["model"].values() if v.is_floating_point())
 

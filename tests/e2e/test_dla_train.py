@@ -29,7 +29,7 @@ def test_dla_config_trains_a_few_iterations_through_train_net(synthetic_datasets
 
     log = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)  # the config dump is coloured
     assert "OPTIMIZER: ADAM" in log and "FixedSizeCrop(crop_size=(64, 64))" in log
-    state = torch.load(output / "model_final.pth", map_location="cpu", weights_only=False)["model"]
+    state = torch.load(output / "model_final.pth", map_location="cpu", weights_only=True)["model"]
     assert any(k.endswith("conv_offset_mask.weight") for k in state)
     assert state["detector.heatmap_head.0.weight"].shape[0] == 16
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())

@@ -113,7 +113,7 @@ def test_two_process_gloo_training_runs(synthetic_datasets, tmp_path):
     proc = _train_net(synthetic_datasets, tmp_path, "--num-gpus", "2", "SOLVER.MAX_ITER", "3")
     assert "World size: 2" in proc.stdout + proc.stderr
     assert (tmp_path / "model_final.pth").is_file()
-    model = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=False)
+    model = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=True)
     assert all(torch.isfinite(v).all() for v in model["model"].values() if v.is_floating_point())
 
 
@@ -135,7 +135,7 @@ def test_resume_continues_from_the_last_good_checkpoint(synthetic_datasets, tmp_
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000003.pth"
     assert not (tmp_path / "model_final.pth").exists()
 
-    saved = torch.load(tmp_path / "model_0000003.pth", map_location="cpu", weights_only=False)
+    saved = torch.load(tmp_path / "model_0000003.pth", map_location="cpu", weights_only=True)
     resumed = Trainer(cfg)
     resumed.resume_or_load(resume=True)
     assert resumed.start_iter == 4

@@ -89,7 +89,7 @@ def _expected_lr(fraction: float) -> float:
 
 
 def _final_iteration(tmp_path) -> int:
-    return torch.load(tmp_path / "model_final.pth", weights_only=False)["iteration"]
+    return torch.load(tmp_path / "model_final.pth", weights_only=True)["iteration"]
 
 
 def test_lr_follows_the_fraction_of_time_used_and_training_stops_on_time(tmp_path):

@@ -105,3 +105,29 @@ def test_cityscapes_instance_evaluator_writes_mask_scores(tmp_path, monkeypatch)
     assert scores == pytest.approx([0.9, 0.1])
     assert outputs[0]["instances"].scores.tolist() == pytest.approx([0.5, 0.9])  # untouched
     assert np.asarray(outputs[0]["instances"].pred_masks).shape == (2, 40, 40)
+
+
+def test_nonfinite_detections_are_dropped_with_a_warning_naming_the_image(
+    one_object_dataset, tmp_path, caplog
+):
+    clean = _outputs()[0]["instances"]
+    nan_box, inf_score = (clean.pred_boxes.tensor[0].clone(), clean.pred_boxes.tensor[0].clone())
+    nan_box[2] = float("nan")
+    broken = Instances(
+        (40, 40),
+        pred_boxes=Boxes(torch.cat([clean.pred_boxes.tensor, nan_box[None], inf_score[None]])),
+        scores=torch.cat([clean.scores, torch.tensor([0.99, float("inf")])]),
+        mask_scores=torch.cat([clean.mask_scores, torch.tensor([0.99, 0.99])]),
+        pred_classes=torch.tensor([0, 0, 0, 0]),
+        pred_masks=torch.cat([clean.pred_masks, clean.pred_masks]),
+    )
+    evaluator = COCOEvaluator(one_object_dataset, distributed=False, output_dir=str(tmp_path))
+    evaluator.reset()
+    image = {"image_id": 1, "height": 40, "width": 40, "file_name": "images/a.png"}
+    evaluator.process([image], [{"instances": broken}])
+    results = evaluator.evaluate()
+    assert "images/a.png: dropped 2 of 4 detections" in caplog.text
+    assert results["segm"]["AP"] == pytest.approx(100.0)
+    assert results["bbox"]["AP"] == pytest.approx(50.0, abs=0.5)
+    written = json.loads((tmp_path / "coco_instances_results.json").read_text())
+    assert [r["score"] for r in written] == pytest.approx([0.5, 0.9])

@@ -17,9 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
-from centermask.checkpoint import save_converted_checkpoint
+from centermask.checkpoint import load_checkpoint, save_converted_checkpoint
 from centermask.config import get_cfg
 from centermask.modeling.backbone.centernet_convert import check_converted, convert_centernet_dla
 
@@ -48,7 +46,7 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
 
-    checkpoint = torch.load(args.input, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(args.input)  # the safe loader: tensors only, nothing runs
     converted = convert_centernet_dla(checkpoint)
     left = check_converted(build_target_model(args.config_file), converted)
 

@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from centermask.checkpoint import save_converted_checkpoint
+from centermask.checkpoint import load_checkpoint, save_converted_checkpoint
 from centermask.modeling.backbone.timm_convert import TIMM_TO_CONV_BODY, convert_timm_vovnet
 from centermask.modeling.backbone.vovnet import STAGE_NAMES, VoVNet
 
@@ -26,11 +26,7 @@ PREFIX = "backbone.bottom_up."
 def load_timm_weights(timm_model: str, weights: str = ""):
     """State dict of ``timm_model``: from a local file if given, else timm's pretrained weights."""
     if weights:
-        if weights.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            return load_file(weights)
-        loaded = torch.load(weights, map_location="cpu", weights_only=True)
+        loaded = load_checkpoint(weights)  # the safe loader: .pth weights only, .safetensors
         return loaded.get("state_dict", loaded.get("model", loaded))
     import timm
 

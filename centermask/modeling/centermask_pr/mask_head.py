@@ -27,7 +27,20 @@ from .assembly import (
 from .losses import assembled_mask_loss, saliency_loss
 from .targets import mask_targets
 
-__all__ = ["MaskQueries", "ShapeSaliencyMaskHead", "conv_head"]
+__all__ = ["MaskQueries", "ShapeSaliencyMaskHead", "check_mask_stride", "conv_head"]
+
+
+def check_mask_stride(mask_stride: int, saliency_stride: int) -> int:
+    """The stride of the mask grid: ``mask_stride``, or ``saliency_stride`` when it is 0. Raises
+    a ValueError naming ``MODEL.CENTERMASK_PR.MASK_STRIDE`` unless it divides the saliency
+    feature's stride (the saliency logits are upsampled by an integer factor)."""
+    stride = mask_stride or saliency_stride
+    if stride <= 0 or saliency_stride % stride:
+        raise ValueError(
+            f"MODEL.CENTERMASK_PR.MASK_STRIDE must be 0 or a divisor of the saliency feature's "
+            f"stride {saliency_stride}, got {mask_stride}"
+        )
+    return stride
 
 
 @dataclass
@@ -104,12 +117,7 @@ class ShapeSaliencyMaskHead(nn.Module):
             raise ValueError(
                 f"MODEL.CENTERMASK_PR.MASK_MODE must be one of {MASK_MODES}, got {mode!r}"
             )
-        mask_stride = mask_stride or saliency_stride
-        if mask_stride <= 0 or saliency_stride % mask_stride:
-            raise ValueError(
-                f"MODEL.CENTERMASK_PR.MASK_STRIDE must be 0 or a divisor of the saliency feature's "
-                f"stride {saliency_stride}, got {mask_stride}"
-            )
+        mask_stride = check_mask_stride(mask_stride, saliency_stride)
         self.num_classes = num_classes
         self.shape_size = shape_size
         self.mode = mode

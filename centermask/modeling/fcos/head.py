@@ -9,9 +9,9 @@ from detectron2.layers import ShapeSpec
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["Scale", "FCOSHead"]
+__all__ = ["FCOS_NORMS", "Scale", "FCOSHead"]
 
-_NORMS = ("GN", "none", "")
+FCOS_NORMS = ("GN", "none", "")
 
 
 class Scale(nn.Module):
@@ -70,7 +70,7 @@ class FCOSHead(nn.Module):
             use_scale: learn one regression scale per level.
         """
         super().__init__()
-        if norm not in _NORMS:
+        if norm not in FCOS_NORMS:
             raise ValueError(f"MODEL.FCOS.NORM must be 'GN' or 'none', got {norm!r}")
         if norm == "GN" and in_channels % 32 != 0:
             raise ValueError(
