@@ -35,6 +35,7 @@ import functools
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -57,7 +58,15 @@ from centermask.cli.common import (
 )
 from centermask.data import ensure_synthetic, register_synthetic
 from centermask.data.synthetic import BUILTIN_NUM_TRAIN, BUILTIN_NUM_VAL, BUILTIN_SCENE
-from centermask.engine import Trainer, choose_backend, draw_predictions, filter_by_score, launch
+from centermask.engine import (
+    PREEMPTED_EXIT_CODE,
+    Trainer,
+    TrainingPreempted,
+    choose_backend,
+    draw_predictions,
+    filter_by_score,
+    launch,
+)
 from centermask.engine.defaults import build_config
 from centermask.engine.threads import ThreadChoice
 from centermask.model_zoo import resolve_config_file
@@ -363,7 +372,11 @@ def run(args: argparse.Namespace, started: Optional[float] = None) -> dict:
 
 def command(args: argparse.Namespace, started: Optional[float] = None) -> int:
     logging.captureWarnings(True)
-    run(args, started)
+    try:
+        run(args, started)
+    except TrainingPreempted as e:  # SIGTERM / SIGINT: a checkpoint was written
+        print(e, file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
     return 0
 
 
