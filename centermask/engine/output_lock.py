@@ -28,6 +28,7 @@ __all__ = [
     "OutputLock",
     "lock_output_dir",
     "release_output_locks",
+    "unlock_output_dir",
 ]
 
 logger = logging.getLogger(__name__)
@@ -194,6 +195,13 @@ def lock_output_dir(folder: str) -> OutputLock:
     lock.acquire()
     _HELD[lock.folder] = lock
     return lock
+
+
+def unlock_output_dir(folder: str) -> None:
+    """Release the lock :func:`lock_output_dir` took on ``folder`` (no-op if it took none)."""
+    lock = _HELD.pop(os.path.abspath(folder), None)
+    if lock is not None:
+        lock.release()
 
 
 def release_output_locks() -> None:

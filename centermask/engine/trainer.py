@@ -49,7 +49,7 @@ from centermask.modeling import CenterMaskWithTTA, check_tta_support
 from .evaluators import build_evaluator
 from .hooks import CheckpointHook, EvalHook, LossCurveHook, NamedWriteErrors
 from .optimizer import build_optimizer
-from .output_lock import lock_output_dir
+from .output_lock import lock_output_dir, unlock_output_dir
 from .preemption import PreemptionHook, skip_consumed_indices
 from .time_budget import StoppableTrainLoop, TimeBudget, TimeBudgetLRScheduler
 from .train_loop import CheckedTrainLoop
@@ -134,6 +134,15 @@ class Trainer(DefaultTrainer, StoppableTrainLoop):
         self.cfg = cfg
         self.failed = False
         self.register_hooks(self.build_hooks())
+
+    def train(self):
+        """detectron2's ``DefaultTrainer.train``; the lock on ``OUTPUT_DIR`` is released when it
+        ends, so that a later run (e.g. from another process) can use the folder while this
+        Python session goes on."""
+        try:
+            return super().train()
+        finally:
+            unlock_output_dir(self.cfg.OUTPUT_DIR)
 
     def run_step(self):
         try:

@@ -117,6 +117,23 @@ def test_two_process_gloo_training_runs(synthetic_datasets, tmp_path):
     assert all(torch.isfinite(v).all() for v in model["model"].values() if v.is_floating_point())
 
 
+class _LockOwner(HookBase):
+    """Reads the owner of the output folder's lock during training."""
+
+    def after_step(self):
+        lock = Path(self.trainer.cfg.OUTPUT_DIR) / ".centermask_train.lock"
+        self.owner = json.loads(lock.read_text())["pid"] if lock.exists() else None
+
+
+def test_training_holds_the_output_folder_lock_until_it_ends(synthetic_datasets, tmp_path):
+    trainer = Trainer(make_cfg(tmp_path, "SOLVER.MAX_ITER", "2"))
+    seen = _LockOwner()
+    trainer.register_hooks([seen])
+    trainer.train()
+    assert seen.owner == os.getpid()
+    assert not (tmp_path / ".centermask_train.lock").exists()
+
+
 class _Crash(HookBase):
     def __init__(self, at):
         self.at = at

@@ -18,6 +18,7 @@ from centermask.engine.output_lock import (
     OutputLock,
     lock_output_dir,
     release_output_locks,
+    unlock_output_dir,
 )
 from tests.support.helpers import QUICK_CONFIGS, ROOT
 
@@ -117,3 +118,11 @@ def test_setup_locks_the_output_folder_for_training_only(tmp_path, eval_only):
         holder.kill()
         holder.wait()
         release_output_locks()
+
+
+def test_unlock_releases_the_folder_for_another_run(tmp_path):
+    lock_output_dir(str(tmp_path))
+    unlock_output_dir(str(tmp_path))
+    assert not (tmp_path / LOCK_FILE).exists()
+    holder = _holder(tmp_path, seconds=0.0)  # another process can take it now
+    assert holder.wait(timeout=60) == 0
