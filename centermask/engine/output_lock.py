@@ -3,8 +3,8 @@
 A training run writes checkpoints, ``last_checkpoint``, ``metrics.json`` and TensorBoard events
 into ``OUTPUT_DIR``; two runs in one folder overwrite each other's files. The run's main process
 therefore creates ``<OUTPUT_DIR>/.centermask_train.lock`` (``O_CREAT | O_EXCL``: exactly one
-creator wins) holding its host name and process id, and removes it when it exits. A second run
-fails at once with an error naming the folder and the owner.
+creator wins) holding its host name and process id, and removes it when training ends or the
+process exits. A second run fails at once with an error naming the folder and the owner.
 
 A lock left behind by a run that died without removing it (killed with SIGKILL, a machine
 crash) is taken over when its owner is known to be gone: same host and no process with its pid.
@@ -189,7 +189,7 @@ _HELD: Dict[str, OutputLock] = {}
 
 
 def lock_output_dir(folder: str) -> OutputLock:
-    """Take the lock of ``folder`` for this process until it exits (or
+    """Take the lock of ``folder`` for this process until it exits (or :func:`unlock_output_dir`,
     :func:`release_output_locks`); raises :class:`OutputFolderLocked` if another run holds it."""
     lock = _HELD.get(os.path.abspath(folder)) or OutputLock(folder)
     lock.acquire()
