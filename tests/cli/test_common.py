@@ -3,8 +3,10 @@
 import subprocess
 import sys
 
+from centermask.checkpoint import CheckpointLoadError, UnsafeCheckpointError
 from centermask.cli.common import USER_ERRORS, error_message
 from centermask.data.coco_checks import CocoFormatError
+from centermask.engine.output_lock import OutputFolderLocked
 from centermask.model_zoo import DownloadError
 
 
@@ -14,6 +16,12 @@ def test_user_errors_cover_the_mistakes_and_not_the_bugs():
         assert isinstance(error, USER_ERRORS)
     for error in (RuntimeError("r"), AssertionError("a"), TypeError("t"), IndexError("i")):
         assert not isinstance(error, USER_ERRORS)
+
+
+def test_unsafe_or_damaged_checkpoints_and_locked_folders_are_user_errors():
+    for error in (UnsafeCheckpointError("w.pkl", "builtins.exec"),
+                  CheckpointLoadError("w.pth", "empty"), OutputFolderLocked("in use")):  # fmt: skip
+        assert isinstance(error, USER_ERRORS)
 
 
 def test_a_key_error_message_loses_the_quotes_str_adds():
