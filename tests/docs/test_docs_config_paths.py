@@ -46,6 +46,12 @@ def _tool_scripts():
     return sorted(p for p in ROOT.glob("tools/**/*.py") if p.name != "__init__.py")
 
 
+def _tool_sources():
+    """The scripts and the command's modules, which hold most of the scripts' code and help."""
+    sources = [*_tool_scripts(), *ROOT.glob("centermask/cli/*.py")]
+    return sorted(p for p in sources if p.name != "__init__.py")
+
+
 def _missing_configs(text: str):
     return sorted(p for p in set(CONFIG_PATH.findall(text)) if not (ROOT / p).is_file())
 
@@ -63,7 +69,7 @@ def test_every_relative_link_of_a_document_resolves(document):
     assert not missing, f"{_relative(document)} links to missing files: {missing}"
 
 
-@pytest.mark.parametrize("source", _tool_scripts(), ids=_relative)
+@pytest.mark.parametrize("source", _tool_sources(), ids=_relative)
 def test_every_config_path_in_a_tool_source_exists(source):
     # Docstrings, defaults and help strings as written in the source.
     missing = _missing_configs(source.read_text())
