@@ -55,6 +55,10 @@ CASES = {
         QUICKSTART / "centermask_pr_fcos_lite_V_19_slim_dw_eSE_synthetic.yaml",
         SMALL_FPN,
     ),
+    "centermask-pr-dla": (
+        ROOT / "configs" / "quick_schedules" / "centermask_pr_DLA_34_synthetic_instant_test.yaml",
+        [],
+    ),
     "centermask-pr-neck": (
         ROOT / "configs" / "centermask_pr" / "centermask_pr_lite_V_19_slim_dw_eSE_neck_ms_4x.yaml",
         ["MODEL.UPSAMPLING_NECK.OUT_CHANNELS", "32", "MODEL.VOVNET.NORM", "BN"],
