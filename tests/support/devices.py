@@ -1,63 +1,64 @@
-"""Test helpers that observe what would wait for a CUDA device, on any device: device-waiting
+"""Test helpers that observe, on any device, what would wait for a CUDA device: device-waiting
 tensor operations (:class:`SyncCounter`, the ``count_syncs`` fixture) and host-to-device copies
 (:class:`DeviceCopies`)."""
 
 import torch
+from torch.overrides import TorchFunctionMode
+
+# Read values on the host, or size their output by the values: on CUDA each waits for the device.
+_HOST_READS = {
+    torch.Tensor.item,
+    torch.Tensor.tolist,
+    torch.Tensor.__int__,
+    torch.Tensor.__float__,
+    torch.Tensor.__bool__,
+    torch.Tensor.__index__,
+    torch.Tensor.cpu,
+    torch.Tensor.numpy,
+    torch.Tensor.nonzero,
+    torch.nonzero,
+    torch.argwhere,
+    torch.Tensor.unique,
+    torch.unique,
+    torch.unique_consecutive,
+    torch.masked_select,
+    torch.Tensor.masked_select,
+}
 
 
-class SyncCounter:
-    """Counts the tensor operations that wait for the device: reading values on the host
-    (``item``, ``tolist``, ``int()``/``float()``/``bool()``, ``cpu``, ``numpy``) and the ones whose
-    output size depends on the values (``nonzero``, ``unique``, boolean-mask indexing). On CUDA each
-    is a device-to-host synchronisation; counting them on the CPU shows where they happen."""
+def _bool_index(index) -> bool:
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(p, torch.Tensor) and p.dtype == torch.bool for p in parts)
 
-    _METHODS = (
-        "item",
-        "tolist",
-        "__int__",
-        "__float__",
-        "__bool__",
-        "__index__",
-        "cpu",
-        "numpy",
-        "nonzero",
-    )
 
-    def __init__(self, monkeypatch):
+def _to_cpu(args, kwargs) -> bool:
+    return any(str(x) == "cpu" for x in (*args[1:], kwargs.get("device")))
+
+
+class SyncCounter(TorchFunctionMode):
+    """Counts (``len()``, names in ``calls``) the tensor operations run in its ``with`` block that
+    wait for the device: reading values on the host (``item``, ``tolist``, ``int()``/
+    ``float()``/``bool()``, ``cpu``, ``to("cpu")``, ``numpy``) and the ones whose output size
+    depends on the values (``nonzero``, ``unique``, ``masked_select``, boolean-mask indexing). On
+    CUDA each is a device-to-host synchronisation; counting them on the CPU shows where they
+    happen. Operations inside a counted one are not counted again."""
+
+    def __init__(self):
+        super().__init__()
         self.calls = []
-        self._monkeypatch = monkeypatch
 
-    def _wrap(self, owner, name, counts):
-        original = getattr(owner, name)
-
-        def wrapper(*args, **kwargs):
-            if counts(*args, **kwargs):
-                self.calls.append(name)
-            return original(*args, **kwargs)
-
-        self._monkeypatch.setattr(owner, name, wrapper)
-
-    @staticmethod
-    def _bool_index(index) -> bool:
-        parts = index if isinstance(index, tuple) else (index,)
-        return any(isinstance(p, torch.Tensor) and p.dtype == torch.bool for p in parts)
-
-    def __enter__(self):
-        for name in self._METHODS:
-            self._wrap(torch.Tensor, name, lambda *a, **k: True)
-        self._wrap(torch, "nonzero", lambda *a, **k: True)
-        self._wrap(torch, "unique", lambda *a, **k: True)
-        self._wrap(torch.Tensor, "__getitem__", lambda t, i: self._bool_index(i))
-        self._wrap(torch.Tensor, "__setitem__", lambda t, i, v: self._bool_index(i))
-        self._wrap(
-            torch.Tensor,
-            "to",
-            lambda t, *a, **k: any(str(x) == "cpu" for x in (*a, k.get("device"))),
-        )
-        return self
-
-    def __exit__(self, *exc):
-        self._monkeypatch.undo()
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if (
+            func in _HOST_READS
+            or (
+                func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__)
+                and _bool_index(args[1])
+            )
+            or (func is torch.Tensor.to and _to_cpu(args, kwargs))
+        ):
+            self.calls.append(getattr(func, "__name__", str(func)))
+        return func(*args, **kwargs)
 
     def __len__(self) -> int:
         return len(self.calls)
