@@ -6,11 +6,12 @@ Three modes of the same model are compared, interleaved, on the same batches:
   all GT boxes of a level at once; losses on the flattened batch; frozen norms of the VoVNet
   backbone applied through the conv weights, see :class:`ConvUnitSequence`);
 * ``channels-last``: ``default`` with the model in NHWC memory order (``MODEL.CHANNELS_LAST``);
-* ``straightforward``: the same losses written the obvious way, as a reference point: targets
-  assigned with a Python loop over images, levels and GT boxes, the FCOS losses computed per image
-  and summed, each frozen norm applied after its conv, the model in NCHW order. It exists only
-  here, to measure what the optimisations buy; it produces the same loss values (checked on the
-  first batch and reported).
+* ``straightforward`` (models with FCOS): the same losses written the obvious way, as a
+  reference point: FCOS targets assigned with a Python loop over images, levels and GT boxes,
+  the FCOS losses computed per image and summed, each frozen norm applied after its conv, the
+  model in NCHW order. It exists only here, to measure what the optimisations buy; it produces
+  the same loss values (checked on the first batch and reported). Models without FCOS (the
+  CenterMask-PR heatmap detector) are compared with ``default``.
 
 Data: synthetic images with polygon instances, mapped as detectron2's DatasetMapper does (the
 config's training resize, ``annotations_to_instances``), in the main process, which is what the
@@ -20,7 +21,7 @@ config's training resize, ``annotations_to_instances``), in the main process, wh
 import copy
 import statistics
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import cv2
 import numpy as np
@@ -36,26 +37,36 @@ from centermask.modeling.backbone.osa import ConvUnitSequence
 from centermask.modeling.fcos import FCOS
 from centermask.modeling.fcos.losses import centerness_targets, fcos_losses
 
-__all__ = ["StraightforwardLossFCOS", "synthetic_training_record", "benchmark_training"]
+__all__ = [
+    "StraightforwardLossFCOS",
+    "straightforward_model",
+    "synthetic_training_record",
+    "benchmark_training",
+]
 
 
 def _straightforward_targets(fcos: FCOS, locations, gt_instances):
-    """labels (N, L), reg_targets (N, L, 4): per image, per level, per GT box in Python."""
-    labels_all, reg_all = [], []
+    """labels (N, L), reg_targets (N, L, 4), gt_index (N, L): per image, per level, per GT box
+    in Python."""
+    labels_all, reg_all, index_all = [], [], []
     for instances in gt_instances:
         boxes = instances.gt_boxes.tensor.to(locations[0].dtype)
         classes = instances.gt_classes
-        labels_img, reg_img = [], []
+        centers = instances.gt_centers.to(boxes.dtype) if instances.has("gt_centers") else None
+        labels_img, reg_img, index_img = [], [], []
         for level_locations, stride, (lo, hi) in zip(locations, fcos.strides, fcos.size_ranges):
             xs, ys = level_locations[:, 0], level_locations[:, 1]
             best_area = torch.full_like(xs, float("inf"))
-            labels = torch.full((len(xs),), fcos.num_classes, dtype=torch.int64)
-            reg = torch.zeros((len(xs), 4), dtype=xs.dtype)
+            labels = torch.full((len(xs),), fcos.num_classes, dtype=torch.int64, device=xs.device)
+            reg = torch.zeros((len(xs), 4), dtype=xs.dtype, device=xs.device)
+            index = torch.zeros((len(xs),), dtype=torch.int64, device=xs.device)
             for g in range(len(boxes)):
                 x0, y0, x1, y1 = boxes[g]
                 distances = torch.stack((xs - x0, ys - y0, x1 - xs, y1 - ys), dim=1)
                 if fcos.center_sample:
-                    cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, stride * fcos.pos_radius
+                    # The box centre, or the one the model gives (CondInst: the mask centroid).
+                    cx, cy = centers[g] if centers is not None else ((x0 + x1) / 2, (y0 + y1) / 2)
+                    half = stride * fcos.pos_radius
                     rx0, ry0 = torch.max(cx - half, x0), torch.max(cy - half, y0)
                     rx1, ry1 = torch.min(cx + half, x1), torch.min(cy + half, y1)
                     inside = (xs - rx0 > 0) & (ys - ry0 > 0) & (rx1 - xs > 0) & (ry1 - ys > 0)
@@ -67,21 +78,27 @@ def _straightforward_targets(fcos: FCOS, locations, gt_instances):
                 best_area = torch.where(better, area, best_area)
                 labels[better] = classes[g]
                 reg[better] = distances[better]
+                index[better] = g
             labels_img.append(labels)
             reg_img.append(reg / float(stride))
+            index_img.append(index)
         labels_all.append(torch.cat(labels_img))
         reg_all.append(torch.cat(reg_img))
-    return torch.stack(labels_all), torch.stack(reg_all)
+        index_all.append(torch.cat(index_img))
+    return torch.stack(labels_all), torch.stack(reg_all), torch.stack(index_all)
 
 
 class StraightforwardLossFCOS(FCOS):
-    """FCOS whose losses use :func:`_straightforward_targets` and a loop over images."""
+    """FCOS whose training targets come from :func:`_straightforward_targets` and whose losses
+    are computed one image at a time (the two steps :meth:`FCOS.forward` runs in training)."""
 
-    def losses(self, locations, logits, bbox_reg, ctrness, gt_instances):
-        labels, reg_targets = _straightforward_targets(self, locations, gt_instances)
+    def _targets(self, locations, gt_instances):
+        return _straightforward_targets(self, locations, gt_instances)
+
+    def _losses_from_targets(self, logits, bbox_reg, ctrness, labels, reg_targets):
         sums = {"loss_fcos_cls": 0.0, "loss_fcos_loc": 0.0, "loss_fcos_ctr": 0.0}
         num_positive, ctr_total = 0.0, 0.0
-        for i in range(len(gt_instances)):
+        for i in range(labels.shape[0]):
             flat = [
                 torch.cat([x[i].permute(1, 2, 0).reshape(-1, x.shape[1]) for x in outputs])
                 for outputs in (logits, bbox_reg, ctrness)
@@ -113,6 +130,23 @@ class StraightforwardLossFCOS(FCOS):
             "loss_fcos_loc": sums["loss_fcos_loc"] / torch.as_tensor(ctr_total).clamp(min=1e-6),
             "loss_fcos_ctr": sums["loss_fcos_ctr"] / num_positive,
         }
+
+
+def straightforward_model(model: torch.nn.Module) -> Optional[torch.nn.Module]:
+    """A copy of ``model`` whose FCOS modules (wherever they are: CenterMask's and CondInst's
+    proposal generator, CenterMask-PR's FCOS detector) compute their losses the straightforward
+    way (:class:`StraightforwardLossFCOS`) and whose frozen norms run after their convs; None
+    when the model has no FCOS (e.g. CenterMask-PR's heatmap detector)."""
+    naive = copy.deepcopy(model)
+    fcos_modules = [m for m in naive.modules() if type(m) is FCOS]
+    if not fcos_modules:
+        return None
+    for module in fcos_modules:
+        module.__class__ = StraightforwardLossFCOS
+    for module in naive.modules():
+        if isinstance(module, ConvUnitSequence):
+            module.fold_frozen_norms = False
+    return naive
 
 
 def synthetic_training_record(
@@ -184,16 +218,15 @@ def benchmark_training(
     device = model.pixel_mean.device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     nchw = copy.deepcopy(model).train().to(memory_format=torch.contiguous_format)
-    naive = copy.deepcopy(nchw)
-    naive.proposal_generator.__class__ = StraightforwardLossFCOS
-    for module in naive.modules():
-        if isinstance(module, ConvUnitSequence):
-            module.fold_frozen_norms = False
     models = {
-        "straightforward": naive,
         "default": nchw,
         "channels-last": copy.deepcopy(nchw).to(memory_format=torch.channels_last),
     }
+    naive = straightforward_model(nchw)
+    if naive is not None:
+        models = {"straightforward": naive, **models}
+    else:
+        log("no FCOS in this model: no straightforward mode (it rewrites the FCOS losses)")
     optimizers = {name: build_optimizer(cfg, m) for name, m in models.items()}
     mapper = _mapper(cfg)
     classes = cfg.MODEL.FCOS.NUM_CLASSES
@@ -244,12 +277,14 @@ def benchmark_training(
         results["modes"][name] = {
             part: statistics.median(r[part] for r in runs) * 1e3 for part in runs[0]
         }
-    naive_total = results["modes"]["straightforward"]["total"]
-    results["speedup_vs_straightforward"] = {
-        name: naive_total / entry["total"] for name, entry in results["modes"].items()
+    baseline = "straightforward" if naive is not None else "default"
+    results["baseline"] = baseline
+    baseline_total = results["modes"][baseline]["total"]
+    results[f"speedup_vs_{baseline}"] = {
+        name: baseline_total / entry["total"] for name, entry in results["modes"].items()
     }
     results["first_batch_losses"] = first_losses
-    reference = first_losses["straightforward"]
+    reference = first_losses[baseline]
     results["first_batch_max_rel_loss_diff"] = max(
         abs(losses[k] - reference[k]) / max(abs(reference[k]), 1e-12)
         for losses in first_losses.values()
@@ -262,9 +297,10 @@ def benchmark_training(
 def format_training_table(results: Dict) -> str:
     parts = ["data", "forward", "backward", "optimizer", "total"]
     header = "mode".rjust(16) + "".join(p.rjust(12) for p in parts)
-    lines = [header + "  vs straightforward  (median ms)"]
+    baseline = results.get("baseline", "straightforward")
+    lines = [header + f"  vs {baseline}  (median ms)"]
     for name, entry in results["modes"].items():
-        speedup = results["speedup_vs_straightforward"][name]
+        speedup = results[f"speedup_vs_{baseline}"][name]
         lines.append(
             name.rjust(16) + "".join(f"{entry[p]:12.1f}" for p in parts) + f"{speedup:14.2f}x"
         )

@@ -95,13 +95,30 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--height", type=int, default=480, help="synthetic image height")
     parser.add_argument("--width", type=int, default=640, help="synthetic image width")
     parser.add_argument("--work-dir", default=None, help="keep exported models here")
-    parser.add_argument("--allow-tf32", action="store_true", help="allow TF32 on Ampere+ GPUs")
+    parser.add_argument(
+        "--tf32",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="TF32 matmuls and convolutions on CUDA; auto: on where the GPU has them (compute "
+        "capability 8.0+, e.g. A100, H100); the report says which was used",
+    )
+    parser.add_argument("--allow-tf32", action="store_true", help="the same as --tf32 on")
     parser.add_argument("--train", action="store_true", help="benchmark training iterations")
     parser.add_argument("--train-batch", type=int, default=2, help="images per training batch")
     parser.add_argument("--train-objects", type=int, default=8, help="instances per image")
     parser.add_argument("--output", default="", help="write the results as JSON here")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser
+
+
+def use_tf32(device: torch.device, choice: str = "auto") -> bool:
+    """Whether to run float32 matmuls and convolutions in TF32: never off CUDA; for "auto",
+    where the GPU has TF32 units (compute capability 8.0 or higher)."""
+    if device.type != "cuda":
+        return False
+    if choice != "auto":
+        return choice == "on"
+    return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -113,9 +130,10 @@ def run(args: argparse.Namespace) -> dict:
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.backends.cuda.matmul.allow_tf32 = args.allow_tf32
-    torch.backends.cudnn.allow_tf32 = args.allow_tf32
     device = torch.device(args.device)
+    tf32 = use_tf32(device, "on" if args.allow_tf32 else args.tf32)
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
     dtype = parse_dtype(args.dtype)
 
     weights = (
@@ -135,6 +153,7 @@ def run(args: argparse.Namespace) -> dict:
         "config_file": args.config_file,
         "weights": weights or "synthetic",
         "environment": environment_info(device, dtype),
+        "tf32": tf32,
     }
     env = report["environment"]
     print(
@@ -142,6 +161,7 @@ def run(args: argparse.Namespace) -> dict:
         f"({env.get('cpu') or env.get('gpu')}) | dtype: {env['dtype']} | threads: "
         f"{env['torch_threads']}\ntorch {env['torch']}, torchvision {env['torchvision']}, "
         f"detectron2 {env['detectron2']}, onnxruntime {env['onnxruntime']}"
+        f"{' | TF32 on' if tf32 else ''}"
     )
     if args.train:
         results = benchmark_training(
