@@ -4,6 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.support.devices import SyncCounter
+
 # The parity references were produced in fp32 with 2 threads; keep TF32 off wherever we run.
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
@@ -46,3 +48,26 @@ def synthetic_datasets(_synthetic_datasets_written) -> Path:
 
     register_synthetic(_synthetic_datasets_written / "synthetic")
     return _synthetic_datasets_written
+
+
+def _devices():
+    """The devices the ``device`` fixture runs on: cpu, and cuda where a GPU is present."""
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def pytest_generate_tests(metafunc):
+    # The cuda case exists only where a GPU does: on a CPU-only machine it is neither run nor
+    # counted as skipped, and `pytest -m cuda` selects the CUDA cases where there are some.
+    if "device" in metafunc.fixturenames:
+        params = [
+            pytest.param(name, marks=[pytest.mark.cuda] if name == "cuda" else [], id=name)
+            for name in _devices()
+        ]
+        metafunc.parametrize("device", params)
+
+
+@pytest.fixture
+def count_syncs():
+    """``with count_syncs() as syncs: ...`` then ``len(syncs)``: the device-waiting tensor
+    operations run inside the block (:class:`tests.support.devices.SyncCounter`)."""
+    return SyncCounter

@@ -19,6 +19,7 @@ from centermask.config.class_counts import (
 from centermask.data.command_line import (
     register_dataset_specs,
 )
+from centermask.engine.devices import fit_config_to_devices
 from centermask.engine.output_lock import lock_output_dir
 from centermask.engine.validation import validate_config
 from centermask.model_zoo import resolve_config_file
@@ -81,7 +82,9 @@ def build_config(args: argparse.Namespace) -> CfgNode:
     (:func:`centermask.engine.validation.validate_config`).
 
     A CUDA device requested on a machine without CUDA falls back to CPU, with a warning (every
-    shipped YAML inherits detectron2's default ``MODEL.DEVICE: cuda``).
+    shipped YAML inherits detectron2's default ``MODEL.DEVICE: cuda``); then
+    :func:`centermask.engine.devices.fit_config_to_devices` (a CPU config on a CUDA machine is
+    reported; multi-GPU training turns "BN" into "SyncBN").
     """
     config_file, opts = resolve_config_file(args.config_file, args.opts or [])
     cfg = _merged_config(config_file, opts)
@@ -99,6 +102,9 @@ def build_config(args: argparse.Namespace) -> CfgNode:
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("CUDA is not available: running on CPU (MODEL.DEVICE cpu)")
         cfg.MODEL.DEVICE = "cpu"
+    fit_config_to_devices(
+        cfg, getattr(args, "num_gpus", 1) or 1, getattr(args, "num_machines", 1) or 1
+    )
     cfg.freeze()
     return cfg
 

@@ -153,6 +153,13 @@ def _spawn_and_wait(worker: Callable, nprocs: int, args: tuple) -> None:
         raise
 
 
+def _nccl_worker(main_func: Callable, *args) -> None:
+    """What each process of detectron2's NCCL launch runs: the gloo workers' parent-death
+    cleanup, then ``main_func(*args)``."""
+    _exit_with_parent()
+    main_func(*args)
+
+
 def _gloo_worker(
     local_rank: int,
     main_func: Callable,
@@ -212,13 +219,20 @@ def launch(
         main_func(*args)
         return
     if backend == "nccl":
+        gpus = torch.cuda.device_count()
+        if num_gpus_per_machine > gpus:
+            raise ValueError(
+                f"{num_gpus_per_machine} NCCL processes per machine need as many GPUs; "
+                f"{gpus} visible. Pass --num-gpus {gpus} or less, or backend 'gloo' (CPU "
+                "processes, or several processes sharing a GPU)"
+            )
         d2_launch(
-            main_func,
+            _nccl_worker,
             num_gpus_per_machine,
             num_machines=num_machines,
             machine_rank=machine_rank,
             dist_url=dist_url,
-            args=tuple(args),
+            args=(main_func, *args),
             timeout=timeout,
         )
         return

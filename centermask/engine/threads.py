@@ -27,6 +27,12 @@ def default_thread_candidates(cores: Optional[int] = None) -> List[int]:
     return sorted({cores, max(1, cores // 2)}, reverse=True)
 
 
+def _model_on_cuda(model) -> bool:
+    if not isinstance(model, torch.nn.Module):
+        return False
+    return any(p.is_cuda for p in model.parameters())
+
+
 class ThreadChoice(HookBase):
     """Trains with the thread count whose iterations are fastest, measured during training.
 
@@ -67,16 +73,25 @@ class ThreadChoice(HookBase):
         self._since_choice = 0
         self._running: Optional[int] = None  # the count last set
         self.choices: list = []
+        self.idle = False  # True for a model on CUDA (set before training)
 
     def _start_trial(self) -> None:
         self._plan = deque(self.candidates * self.trial_iterations)
         self._trial = {n: [] for n in self.candidates}
 
     def before_train(self):
+        self.idle = _model_on_cuda(getattr(self.trainer, "model", None))
+        if self.idle:
+            # CPU threads do not set the speed of a model on the GPU: timing them would only
+            # switch thread counts back and forth on noise.
+            logger.info("The model is on CUDA: the CPU thread count is left as it is")
+            return
         if len(self.candidates) > 1:
             self._start_trial()
 
     def before_step(self):
+        if self.idle:
+            return
         threads = self._plan[0] if self._plan else self.threads
         if threads != self._running:
             self._set_threads(threads)
@@ -84,6 +99,8 @@ class ThreadChoice(HookBase):
         self._tic = self._clock()
 
     def after_step(self):
+        if self.idle:
+            return
         seconds = self._clock() - self._tic
         if self.trainer.iter == self.trainer.start_iter:
             return  # allocations and lazy initialisation: not representative

@@ -89,8 +89,9 @@ def check_no_deformable_convs(module: nn.Module) -> None:
     fix = f"build the model with {' and '.join(settings)}" if settings else "use plain convs"
     raise ValueError(
         f"ONNX export has no deformable convolution (torchvision::deform_conv2d), and this model "
-        f"has {len(deformable)}, e.g. {deformable[0]!r}: {fix} to export it, or deploy this "
-        "model with centermask.optimize_for_inference (eager or compile=True) or TorchScript"
+        f"has {len(deformable)}, e.g. {deformable[0]!r}: {fix} to export it, or keep them and "
+        "deploy with centermask.acceleration.optimize_for_inference (or, for CenterMask, "
+        "TorchScript: tools/deploy/export_model.py --format torchscript)"
     )
 
 

@@ -1,5 +1,6 @@
 """CPU launch with gloo: ranks, the local process group and gathers work as in NCCL runs."""
 
+import importlib
 import json
 import os
 import signal
@@ -14,6 +15,9 @@ from detectron2.utils import comm
 
 from centermask.engine import choose_backend, launch, setup_local_process_group
 from centermask.engine.launch import _leave_process_group
+
+# The module (``centermask.engine.launch`` is the function on the package).
+launch_module = importlib.import_module("centermask.engine.launch")
 
 
 def _report(out_dir):
@@ -30,9 +34,33 @@ def _report(out_dir):
         json.dump(info, f)
 
 
-def test_choose_backend_uses_gloo_for_cpu():
+def test_choose_backend_uses_gloo_for_cpu(monkeypatch):
     assert choose_backend("cpu") == "gloo"
-    assert choose_backend("cuda") == ("nccl" if torch.cuda.is_available() else "gloo")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert choose_backend("cuda") == "gloo"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert choose_backend("cuda") == "nccl" and choose_backend("cpu") == "gloo"
+
+
+def test_nccl_workers_get_the_parent_death_cleanup_first(monkeypatch):
+    events = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(launch_module, "_exit_with_parent", lambda: events.append("cleanup"))
+
+    def fake_d2_launch(main_func, num_gpus, **kwargs):
+        # detectron2 runs main_func(*args) in each spawned process; once is enough here.
+        events.append(("spawn", num_gpus))
+        main_func(*kwargs["args"])
+
+    monkeypatch.setattr(launch_module, "d2_launch", fake_d2_launch)
+    launch(lambda x: events.append(("main", x)), 2, args=(7,), backend="nccl")
+    assert events == [("spawn", 2), "cleanup", ("main", 7)]
+
+
+def test_nccl_with_more_processes_than_gpus_fails_naming_the_fix(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="1 visible.*gloo"):
+        launch(_report, 2, args=("",), backend="nccl")
 
 
 def test_single_process_runs_in_place(tmp_path):
@@ -77,7 +105,7 @@ def record_pid_and_wait(folder):
     time.sleep(120)
 
 if __name__ == "__main__":
-    launch(record_pid_and_wait, 2, dist_url="auto", args=(sys.argv[1],))
+    launch(record_pid_and_wait, 2, dist_url="auto", args=(sys.argv[1],), backend="gloo")
 """
 
 

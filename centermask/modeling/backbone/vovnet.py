@@ -150,7 +150,12 @@ class VoVNet(Backbone):
         channels = {"stem": spec.stem_channels[-1]}
         strides = {"stem": 4}
         previous = spec.stem_channels[-1]
-        for i, name in enumerate(STAGE_NAMES):
+        # Only the stages up to the last requested feature: a stage past it would get no
+        # gradient, which DistributedDataParallel (find_unused_parameters=False) rejects. Its
+        # weights in a checkpoint are reported as unused keys when loading.
+        last = max(([-1] + [STAGE_NAMES.index(f) for f in out_features if f in STAGE_NAMES]))
+        self._stage_names = STAGE_NAMES[: last + 1]
+        for i, name in enumerate(self._stage_names):
             deformable = None
             if stage_with_dcn[i]:
                 deformable = DeformableSetting(bool(with_modulated_dcn), int(deformable_groups))
@@ -222,7 +227,7 @@ class VoVNet(Backbone):
         Frozen parts get ``requires_grad = False`` and their BatchNorm/SyncBatchNorm layers become
         FrozenBatchNorm2d (FrozenBN and GN stay what they are).
         """
-        parts = ["stem", *STAGE_NAMES][:freeze_at]
+        parts = ["stem", *self._stage_names][:freeze_at]
         for name in parts:
             module = FrozenBatchNorm2d.convert_frozen_batchnorm(getattr(self, name))
             for p in module.parameters():
@@ -247,9 +252,7 @@ class VoVNet(Backbone):
         x = self.stem(x)
         if "stem" in wanted:
             outputs["stem"] = x
-        for name in STAGE_NAMES:
-            if len(outputs) == len(wanted):
-                break  # later stages feed nothing that was asked for
+        for name in self._stage_names:
             x = getattr(self, name)(x)
             if name in wanted:
                 outputs[name] = x

@@ -64,8 +64,11 @@ def box_windows(
     # - 0.5).
     first = torch.ceil(boxes / stride - 0.5).long()
     extent = (first[:, 2:] - first[:, :2]).clamp(min=1)
-    h = min(int(extent[:, 1].max()), height) if len(boxes) else 1
-    w = min(int(extent[:, 0].max()), width) if len(boxes) else 1
+    h, w = 1, 1
+    if len(boxes):
+        # Both extents in one copy to the host (one wait for the device).
+        w, h = extent.amax(dim=0).tolist()
+        h, w = min(h, height), min(w, width)
     top = first[:, 1].clamp(min=0, max=height - h)
     left = first[:, 0].clamp(min=0, max=width - w)
     rows = top[:, None] + torch.arange(h, device=device)

@@ -1,6 +1,7 @@
 """CenterMask-PR inference: heatmap peaks, box decoding, masks back in the original image."""
 
-from typing import Tuple
+import math
+from typing import Callable, List, Tuple
 
 import torch
 from torch.nn import functional as F
@@ -66,16 +67,24 @@ def decode_boxes(
     return torch.cat([centers - half, centers + half], dim=1) * stride
 
 
-def interpolation_matrix(out_size: int, in_size: int, scale: float, device=None) -> torch.Tensor:
-    """(out_size, in_size) bilinear weights: output pixel o reads input coordinate
-    (o + 0.5) * scale - 0.5, clamped to the input (``F.interpolate``'s align_corners=False rule
-    for an arbitrary scale)."""
+def _interpolation_taps(
+    out_size: int, in_size: int, scale: float, device=None
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The two input taps (low, high: (out_size,) long) and the weight of ``high`` (frac:
+    (out_size,) float) of each output pixel o, which reads input coordinate (o + 0.5) * scale -
+    0.5 clamped to the input (``F.interpolate``'s align_corners=False rule for any scale)."""
     src = ((torch.arange(out_size, device=device, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(
         0, in_size - 1
     )
     low = src.floor().long()
     high = (low + 1).clamp(max=in_size - 1)
-    frac = src - low.float()
+    return low, high, src - low.float()
+
+
+def interpolation_matrix(out_size: int, in_size: int, scale: float, device=None) -> torch.Tensor:
+    """(out_size, in_size) bilinear weights of :func:`_interpolation_taps`: row o holds 1 - frac
+    at ``low`` and frac at ``high``."""
+    low, high, frac = _interpolation_taps(out_size, in_size, scale, device)
     weights = torch.zeros((out_size, in_size), device=device)
     rows = torch.arange(out_size, device=device)
     weights.index_put_((rows, low), 1 - frac, accumulate=True)
@@ -83,10 +92,89 @@ def interpolation_matrix(out_size: int, in_size: int, scale: float, device=None)
     return weights
 
 
-def _span(flags: torch.Tensor) -> Tuple[int, int]:
-    """First and one-past-last index of the True entries of a 1-D bool tensor (one at least)."""
-    where = flags.nonzero()
-    return int(where[0]), int(where[-1]) + 1
+def _first_and_end(flags: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per row of a (K, n) bool tensor, the first and one-past-last index of its True entries
+    ((K,) long each; 0 and n for a row without any), computed on the tensor's device."""
+    as_int = flags.to(torch.uint8)
+    first = as_int.argmax(dim=1)
+    end = flags.shape[1] - as_int.flip(1).argmax(dim=1)
+    return first, end
+
+
+def _output_span(
+    support: torch.Tensor, taps: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Along one axis, the output pixels whose interpolation weights reach each mask's span of
+    nonzero cells: first and end ((K,) long; both 0 where there are none), from the
+    support (K, n_in) and the axis's :func:`_interpolation_taps`."""
+    low, high, frac = taps
+    first, end = _first_and_end(support)
+    cells = torch.arange(support.shape[1], device=support.device)
+    in_span = (cells >= first[:, None]) & (cells < end[:, None]) & support.any(dim=1)[:, None]
+    # An output pixel reads its low tap with weight 1 - frac and its high tap with weight frac.
+    hit = (in_span[:, low] & (frac != 1)) | (in_span[:, high] & (frac != 0))
+    out_first, out_end = _first_and_end(hit)
+    return out_first, torch.where(hit.any(dim=1), out_end, out_first)
+
+
+def _resample_windows(
+    masks: torch.Tensor,
+    row_taps: Tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    col_taps: Tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    out_rows: torch.Tensor,
+    out_cols: torch.Tensor,
+    in_cols: int,
+) -> torch.Tensor:
+    """Bilinear values (k, h, w) of masks (k, H, W) at output rows ``out_rows`` (k, h) and
+    columns ``out_cols`` (k, w): rows first, then columns, two taps each (the products of
+    :func:`interpolation_matrix` with only their nonzero terms). The columns' taps lie within
+    ``in_cols`` consecutive input columns per mask, the only ones the rows are resampled on."""
+    num, height, width = masks.shape
+    col_low, col_high, col_frac = (t[out_cols] for t in col_taps)
+    first = col_low[:, :1].clamp(max=width - in_cols)
+    window = first + torch.arange(in_cols, device=masks.device)
+    masks = masks.gather(2, window[:, None, :].expand(num, height, in_cols))
+    low, high, frac = (t[out_rows] for t in row_taps)
+    size = (num, out_rows.shape[1], in_cols)
+    frac = frac[:, :, None]
+    by_rows = (
+        masks.gather(1, low[:, :, None].expand(size)) * (1 - frac)
+        + masks.gather(1, high[:, :, None].expand(size)) * frac
+    )
+    size = (num, out_rows.shape[1], out_cols.shape[1])
+    col_frac = col_frac[:, None, :]
+    return (
+        by_rows.gather(2, (col_low - first)[:, None, :].expand(size)) * (1 - col_frac)
+        + by_rows.gather(2, (col_high - first)[:, None, :].expand(size)) * col_frac
+    )
+
+
+# Elements of one chunk's intermediate tensors: bounds the memory of the batched resampling
+# (4 bytes each).
+_CHUNK_ELEMENTS = 1 << 24
+
+
+def _plan_chunks(
+    extents: List[Tuple[int, int]], elements: Callable[[int, int], int]
+) -> List[Tuple[int, int, int, int]]:
+    """Consecutive chunks (start, end, window height, window width) of windows ``extents``
+    sorted by area: a chunk's window is its largest extent in each direction, and grows to at
+    most twice the area of its first member (plus 1024 pixels, so small masks go together) and
+    to at most ``_CHUNK_ELEMENTS`` by ``elements(chunk size, h, w)``."""
+    chunks: List[Tuple[int, int, int, int]] = []
+    start, win_h, win_w = 0, 0, 0
+    for index, (h, w) in enumerate(extents):
+        grown_h, grown_w = max(win_h, h), max(win_w, w)
+        limit = 2 * extents[start][0] * extents[start][1] + 1024
+        if index > start and (
+            grown_h * grown_w > limit
+            or elements(index + 1 - start, grown_h, grown_w) > _CHUNK_ELEMENTS
+        ):
+            chunks.append((start, index, win_h, win_w))
+            start, grown_h, grown_w = index, h, w
+        win_h, win_w = grown_h, grown_w
+    chunks.append((start, len(extents), win_h, win_w))
+    return chunks
 
 
 def masks_to_image(
@@ -101,27 +189,46 @@ def masks_to_image(
     (h, w) pixels: bilinear resampling, then ``> threshold``.
 
     Each mask is resampled only over the output pixels its nonzero cells reach (an instance
-    covers its box, a small part of the image); every other pixel reads only zeros and stays
-    off, as it would in a full-image resampling.
+    covers its box, a small part of the image); every other pixel stays off, as in a full-image
+    resampling (it reads only zeros). The masks are resampled together in chunks of similar
+    reach, each chunk on windows of one size: the reaches come to the host in one copy, whatever
+    K is, and nothing else does.
     """
+    if threshold < 0:
+        raise ValueError(f"masks_to_image: the threshold must not be negative, got {threshold}")
     out_h, out_w = output_size
     in_h, in_w = input_size
+    num, height, width = mask_probs.shape
     device = mask_probs.device
-    rows = interpolation_matrix(out_h, mask_probs.shape[1], in_h / (out_h * stride), device)
-    cols = interpolation_matrix(out_w, mask_probs.shape[2], in_w / (out_w * stride), device)
-    out = torch.zeros((mask_probs.shape[0], out_h, out_w), dtype=torch.bool, device=device)
+    out = torch.zeros((num, out_h, out_w), dtype=torch.bool, device=device)
+    if num == 0:
+        return out
+    row_taps = _interpolation_taps(out_h, height, in_h / (out_h * stride), device)
+    col_taps = _interpolation_taps(out_w, width, in_w / (out_w * stride), device)
     nonzero = mask_probs != 0
-    row_support = nonzero.any(dim=2)
-    col_support = nonzero.any(dim=1)
-    for index in row_support.any(dim=1).nonzero().squeeze(1).tolist():
-        r0, r1 = _span(row_support[index])
-        c0, c1 = _span(col_support[index])
-        # The output rows / columns with a nonzero weight on those cells.
-        o0, o1 = _span((rows[:, r0:r1] != 0).any(dim=1))
-        p0, p1 = _span((cols[:, c0:c1] != 0).any(dim=1))
-        part = mask_probs[index, r0:r1, c0:c1].float()
-        resampled = rows[o0:o1, r0:r1] @ part @ cols[p0:p1, c0:c1].T
-        out[index, o0:o1, p0:p1] = resampled > threshold
+    row_first, row_end = _output_span(nonzero.any(dim=2), row_taps)
+    col_first, col_end = _output_span(nonzero.any(dim=1), col_taps)
+    extents = torch.stack([row_end - row_first, col_end - col_first], dim=1).clamp(min=1)
+    order = (extents[:, 0] * extents[:, 1]).argsort()
+    extents = [tuple(e) for e in extents[order].tolist()]
+
+    def in_columns(win_w: int) -> int:
+        # The input columns the taps of win_w consecutive output columns span.
+        return min(width, math.ceil(win_w * in_w / (out_w * stride)) + 2)
+
+    def elements(count: int, win_h: int, win_w: int) -> int:
+        return count * max(height, win_h) * max(in_columns(win_w), win_w)
+
+    for start, end, win_h, win_w in _plan_chunks(extents, elements):
+        index = order[start:end]
+        # Windows of the chunk's size, shifted to stay in the image. Their pixels outside a
+        # mask's reach read only zero cells, so they stay off (the threshold is not negative).
+        rows = row_first[index, None].clamp(max=out_h - win_h) + torch.arange(win_h, device=device)
+        cols = col_first[index, None].clamp(max=out_w - win_w) + torch.arange(win_w, device=device)
+        values = _resample_windows(
+            mask_probs[index].float(), row_taps, col_taps, rows, cols, in_columns(win_w)
+        )
+        out[index[:, None, None], rows[:, :, None], cols[:, None, :]] = values > threshold
     return out
 
 

@@ -262,15 +262,21 @@ class ShapeSaliencyMaskHead(nn.Module):
         targets: torch.Tensor, gt_instances: List[Instances], shape: torch.Size
     ) -> torch.Tensor:
         """(N, C, H, W): per image and class, the maximum of its GT masks (0 where none)."""
-        union = targets.new_zeros(shape)
-        first = 0
-        for image, inst in enumerate(gt_instances):
-            masks = targets[first : first + len(inst)]
-            classes = inst.gt_classes.long()
-            for cls in classes.unique().tolist():
-                union[image, cls] = masks[classes == cls].amax(dim=0)
-            first += len(inst)
-        return union
+        num_images, num_classes = shape[0], shape[1]
+        union = targets.new_zeros((num_images * num_classes, shape[2] * shape[3]))
+        if targets.shape[0] == 0:
+            return union.view(shape)
+        # Row image * C + class of each GT mask; the fractions are >= 0, so the zeros the union
+        # starts from change no maximum, and the classes never need reading on the host.
+        rows = torch.cat(
+            [
+                inst.gt_classes.long() + image * num_classes
+                for image, inst in enumerate(gt_instances)
+            ]
+        )
+        flat = targets.flatten(1)
+        union.scatter_reduce_(0, rows[:, None].expand_as(flat), flat, reduce="amax")
+        return union.view(shape)
 
     def predict_masks(
         self,

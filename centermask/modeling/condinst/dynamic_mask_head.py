@@ -119,16 +119,28 @@ class DynamicMaskHead(nn.Module):
             "sizes_of_interest": list(cfg.MODEL.FCOS.SIZES_OF_INTEREST),
         }
 
-    def _relative_coords(
-        self, locations: torch.Tensor, fpn_levels: torch.Tensor, height: int, width: int
-    ) -> torch.Tensor:
-        """(n, 2, H*W) (instance - pixel) / size of interest of the instance's level."""
-        sizes = self.sizes_of_interest
+    def _check_sizes_of_interest(self, sizes: torch.Tensor) -> None:
+        """Reject non-positive sizes of interest. The check reads the buffer on the host, so it
+        runs once per buffer content (a new tensor, or one changed in place, bumps ``_version``)
+        rather than once per forward, which would wait for the device every iteration."""
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return
+        version = (id(sizes), sizes._version)
+        if getattr(self, "_checked_sizes", None) == version:
+            return
         if (sizes <= 0).any():
             raise ValueError(
                 f"mask_head.sizes_of_interest must be positive, got {sizes.tolist()} (a "
                 "checkpoint with float values there is truncated to int64)"
             )
+        self._checked_sizes = version
+
+    def _relative_coords(
+        self, locations: torch.Tensor, fpn_levels: torch.Tensor, height: int, width: int
+    ) -> torch.Tensor:
+        """(n, 2, H*W) (instance - pixel) / size of interest of the instance's level."""
+        sizes = self.sizes_of_interest
+        self._check_sizes_of_interest(sizes)
         grid = compute_locations_per_level(
             height, width, self.mask_feat_stride, locations.device
         )  # (H*W, 2)

@@ -13,7 +13,7 @@ __all__ = ["paste_global_masks", "postprocess_detections"]
 _MASKS_PER_CHUNK = 64
 
 
-def _source_coordinates(out_size: int, crop_size: int, factor: int) -> torch.Tensor:
+def _source_coordinates(out_size: int, crop_size: int, factor: int, device=None) -> torch.Tensor:
     """(out_size,) float64 coordinate, in stride-s mask pixels, that output pixel i reads.
 
     CondInst upsamples the stride-s map with :func:`aligned_bilinear` (pixel r reads the map at
@@ -23,7 +23,7 @@ def _source_coordinates(out_size: int, crop_size: int, factor: int) -> torch.Ten
     integer r, which the second never straddles, so the composition is one linear interpolation
     of the stride-s map at max(u - s//2, 0) / s.
     """
-    i = torch.arange(out_size, dtype=torch.float64)
+    i = torch.arange(out_size, dtype=torch.float64, device=device)
     u = ((i + 0.5) * (crop_size / out_size) - 0.5).clamp(min=0, max=crop_size - 1)
     return (u - factor // 2).clamp(min=0) / factor
 
@@ -60,20 +60,24 @@ def paste_global_masks(
     out = torch.zeros((n, *output_size), dtype=torch.bool, device=probs.device)
     if n == 0:
         return out
-    ys = _source_coordinates(output_size[0], resized_size[0], factor)
-    xs = _source_coordinates(output_size[1], resized_size[1], factor)
+    # Made on the device: a grid made on the host would be copied, waiting for the device.
+    ys = _source_coordinates(output_size[0], resized_size[0], factor, probs.device)
+    xs = _source_coordinates(output_size[1], resized_size[1], factor, probs.device)
     # grid_sample's normalised coordinates (align_corners=True: -1 and 1 are the edge pixels);
     # one grid for all masks, which go in as channels.
     grid_y = ys / max(mask_h - 1, 1) * 2 - 1
     grid_x = xs / max(mask_w - 1, 1) * 2 - 1
     grid = torch.stack(torch.meshgrid(grid_x, grid_y, indexing="xy"), dim=-1)
-    grid = grid.to(device=probs.device, dtype=probs.dtype)[None]  # (1, H, W, 2)
-    for start in range(0, n, _MASKS_PER_CHUNK):
-        chunk = probs[start : start + _MASKS_PER_CHUNK, 0][None]  # (1, k, h, w)
-        sampled = F.grid_sample(
-            chunk, grid, mode="bilinear", padding_mode="border", align_corners=True
-        )
-        out[start : start + _MASKS_PER_CHUNK] = sampled[0] > threshold
+    # float32 whatever the probabilities' dtype or autocast say: in fp16 / bf16 the sampling
+    # coordinates of a large image would be off by up to a pixel or more.
+    grid = grid.to(torch.float32)[None]  # (1, H, W, 2)
+    with torch.autocast(probs.device.type, enabled=False):
+        for start in range(0, n, _MASKS_PER_CHUNK):
+            chunk = probs[start : start + _MASKS_PER_CHUNK, 0][None].float()  # (1, k, h, w)
+            sampled = F.grid_sample(
+                chunk, grid, mode="bilinear", padding_mode="border", align_corners=True
+            )
+            out[start : start + _MASKS_PER_CHUNK] = sampled[0] > threshold
     return out
 
 

@@ -6,7 +6,6 @@ from typing import List, Tuple
 import numpy as np
 import torch
 from detectron2.structures import BitMasks, Instances, PolygonMasks, polygons_to_bitmask
-from torch.nn import functional as F
 
 __all__ = ["full_bitmasks", "add_bitmasks", "mask_centroids", "semantic_targets"]
 
@@ -20,18 +19,23 @@ def full_bitmasks(gt_masks, padded_size: Tuple[int, int], device: torch.device) 
     """
     height, width = padded_size
     if isinstance(gt_masks, PolygonMasks):
+        # Rasterised on the padded canvas (AdelaiDet's: a polygon reaching past the image keeps
+        # its pixels in the padding), bool on the host; converted on the device.
         masks = [polygons_to_bitmask(p, height, width) for p in gt_masks.polygons]
         array = np.stack(masks) if masks else np.zeros((0, height, width), dtype=bool)
-        return torch.from_numpy(array).to(device=device, dtype=torch.float32)
+        return torch.from_numpy(array).to(device).float()
     if isinstance(gt_masks, BitMasks):
-        tensor = gt_masks.tensor.to(device=device, dtype=torch.float32)
+        tensor = gt_masks.tensor.to(device)
         h, w = tensor.shape[1:]
         if h > height or w > width:
             raise ValueError(
                 f"gt_masks of size {h}x{w} are larger than the padded image {height}x{width}; "
                 "masks must have the size of the (resized) image they belong to"
             )
-        return F.pad(tensor, (0, width - w, 0, height - h))
+        # Copied as they are (bool), converted and padded on the device.
+        out = torch.zeros((tensor.shape[0], height, width), device=device)
+        out[:, :h, :w] = tensor
+        return out
     raise TypeError(
         f"CondInst needs gt_masks as PolygonMasks or BitMasks (INPUT.MASK_FORMAT 'polygon' or "
         f"'bitmask'), got {type(gt_masks).__name__}"

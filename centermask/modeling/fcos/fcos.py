@@ -15,7 +15,7 @@ from centermask.layers.iou_loss import IOU_LOSS_TYPES
 from .head import FCOSHead
 from .inference import fcos_detections
 from .losses import fcos_losses
-from .targets import compute_locations, fcos_targets, size_ranges_for_levels
+from .targets import compute_locations, fcos_targets, level_indices, size_ranges_for_levels
 
 __all__ = ["FCOS"]
 
@@ -292,9 +292,7 @@ class FCOS(nn.Module):
         """Per image the positive locations and what downstream heads need of them."""
         num_images = len(images.image_sizes)
         all_locations = torch.cat(locations)
-        levels = torch.cat(
-            [torch.full((len(loc),), i, dtype=torch.int64) for i, loc in enumerate(locations)]
-        ).to(all_locations.device)
+        levels = level_indices(locations)
         per_location = {
             "logits_pred": _flatten_predictions(logits).reshape(num_images, len(levels), -1),
             "ctrness_pred": _flatten_predictions(ctrness).reshape(num_images, len(levels)),

@@ -8,6 +8,8 @@ from torchvision.ops import batched_nms
 
 from centermask.layers.nms import batched_nms_topk
 
+from .targets import level_indices as location_level_indices
+
 __all__ = ["select_candidates", "ml_nms", "keep_top_k_with_ties", "fcos_detections"]
 
 
@@ -144,9 +146,7 @@ def fcos_detections(
     left, top, right, bottom = cand_distances.unbind(dim=2)
     boxes = torch.stack((x - left, y - top, x + right, y + bottom), dim=2)
     if top_feats is not None:
-        location_levels = torch.cat(
-            [torch.full((len(loc),), i, dtype=torch.int64) for i, loc in enumerate(locations)]
-        ).to(location_index.device)
+        location_levels = location_level_indices(locations)
         cand_levels = location_levels[location_index]  # (N, k_total)
         all_top_feats = torch.cat([_flatten_level(t) for t in top_feats], dim=1)  # (N, L, D)
         cand_top_feats = all_top_feats.gather(

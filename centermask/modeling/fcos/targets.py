@@ -6,6 +6,7 @@ without center sampling), when the box's largest regression distance falls in th
 the location's level, and when no smaller box also claims it.
 """
 
+import functools
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -13,6 +14,7 @@ from detectron2.structures import Instances
 
 __all__ = [
     "compute_locations_per_level",
+    "level_indices",
     "compute_locations",
     "size_ranges_for_levels",
     "fcos_targets_per_image",
@@ -39,6 +41,23 @@ def compute_locations(features: List[torch.Tensor], strides: Sequence[int]) -> L
         compute_locations_per_level(f.shape[-2], f.shape[-1], s, f.device)
         for f, s in zip(features, strides)
     ]
+
+
+@functools.lru_cache(maxsize=32)
+def _level_indices(sizes: Tuple[int, ...], device: torch.device) -> torch.Tensor:
+    # Made on the device (a tensor made on the host and copied would wait for the device), as a
+    # normal tensor even under inference_mode, so that training can read it too.
+    with torch.inference_mode(False):
+        return torch.cat(
+            [torch.full((n,), i, dtype=torch.int64, device=device) for i, n in enumerate(sizes)]
+        )
+
+
+def level_indices(locations: List[torch.Tensor]) -> torch.Tensor:
+    """(L,) int64 level of each location of the levels ``locations`` (L_l, 2) concatenated, on
+    their device; cached per device and level sizes (which repeat from batch to batch). Read
+    only."""
+    return _level_indices(tuple(len(loc) for loc in locations), locations[0].device)
 
 
 def size_ranges_for_levels(sizes_of_interest: Sequence[float]) -> List[Tuple[float, float]]:
@@ -131,8 +150,7 @@ def fcos_targets_per_image(
 
         # Ambiguous locations go to the smallest box.
         min_area, gt_index = torch.where(is_in_box, areas, no_box).min(dim=1)  # (L_l,)
-        level_labels = gt_classes[gt_index]
-        level_labels[torch.isinf(min_area)] = num_classes
+        level_labels = torch.where(torch.isinf(min_area), num_classes, gt_classes[gt_index])
         labels.append(level_labels)
         gt_indices.append(gt_index)
 

@@ -1,7 +1,7 @@
 """MaskIoU head (Mask Scoring R-CNN): predicts the IoU of each predicted mask with its GT, which
 rescales the mask confidence at test time (``mask_scores = scores * predicted IoU``)."""
 
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -122,13 +122,15 @@ def build_maskiou_head(cfg, input_shape: ShapeSpec) -> nn.Module:
     return ROI_MASKIOU_HEAD_REGISTRY.get(cfg.MODEL.ROI_MASKIOU_HEAD.NAME)(cfg, input_shape)
 
 
-def _polygon_area_inside_box(polygons: List[np.ndarray], box: torch.Tensor) -> float:
+def _polygon_area_inside_box(
+    polygons: List[np.ndarray], origin: Tuple[float, float], size: Tuple[float, float]
+) -> float:
     # Rasterise the polygons shifted to the box origin on an (int(h), int(w)) canvas, the way the
     # original implementation measures it, so that training targets match it exactly.
-    height, width = int(box[3] - box[1]), int(box[2] - box[0])
+    height, width = int(size[1]), int(size[0])
     if height <= 0 or width <= 0 or len(polygons) == 0:
         return 0.0
-    x0, y0 = float(box[0]), float(box[1])
+    x0, y0 = origin
     shifted = []
     for polygon in polygons:
         polygon = np.asarray(polygon, dtype=np.float64).copy()
@@ -139,15 +141,18 @@ def _polygon_area_inside_box(polygons: List[np.ndarray], box: torch.Tensor) -> f
     return float(mask_util.area(mask_util.merge(rles)))
 
 
-def _bitmask_area_inside_box(bitmask: torch.Tensor, box: torch.Tensor) -> float:
-    # Count the pixels whose centre lies in [x0, x1) x [y0, y1).
-    height, width = bitmask.shape
-    x0, y0, x1, y1 = (float(v) for v in box)
-    col0, col1 = (min(max(int(np.ceil(v - 0.5)), 0), width) for v in (x0, x1))
-    row0, row1 = (min(max(int(np.ceil(v - 0.5)), 0), height) for v in (y0, y1))
-    if col1 <= col0 or row1 <= row0:
-        return 0.0
-    return float(bitmask[row0:row1, col0:col1].sum().item())
+def _bitmask_areas_inside_boxes(bitmasks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """(M,) float64 count of the pixels of each mask (M, H, W) whose centre lies in
+    [x0, x1) x [y0, y1) of its box (M, 4), on the masks' device."""
+    height, width = bitmasks.shape[1:]
+    boxes = boxes.to(device=bitmasks.device, dtype=torch.float32)
+    rows = torch.arange(height, device=bitmasks.device) + 0.5
+    cols = torch.arange(width, device=bitmasks.device) + 0.5
+    in_rows = (rows >= boxes[:, 1:2]) & (rows < boxes[:, 3:4])
+    in_cols = (cols >= boxes[:, 0:1]) & (cols < boxes[:, 2:3])
+    # Integer pixel counts, exact in float32 below 2**24 pixels per mask.
+    inside = bitmasks.float() * in_rows[:, :, None] * in_cols[:, None, :]
+    return inside.flatten(1).sum(dim=1).to(torch.float64)
 
 
 def mask_areas_inside_boxes(gt_masks, boxes: torch.Tensor) -> torch.Tensor:
@@ -158,20 +163,25 @@ def mask_areas_inside_boxes(gt_masks, boxes: torch.Tensor) -> torch.Tensor:
         boxes: (M, 4) XYXY boxes.
 
     Returns:
-        (M,) float64 pixel counts (polygons are rasterised with pycocotools).
+        (M,) float64 pixel counts: polygons rasterised with pycocotools on the host (the
+        original's measure, matched exactly; the boxes come to the host in one copy), bitmasks
+        counted on their device.
     """
-    boxes = boxes.detach().cpu()
     if isinstance(gt_masks, PolygonMasks):
-        areas = [_polygon_area_inside_box(p, b) for p, b in zip(gt_masks.polygons, boxes)]
-    elif isinstance(gt_masks, BitMasks):
-        masks = gt_masks.tensor.cpu()
-        areas = [_bitmask_area_inside_box(m, b) for m, b in zip(masks, boxes)]
-    else:
-        raise TypeError(
-            f"MaskIoU targets support PolygonMasks and BitMasks GT, got {type(gt_masks).__name__}; "
-            "set INPUT.MASK_FORMAT to 'polygon' or 'bitmask'."
-        )
-    return torch.tensor(areas, dtype=torch.float64)
+        boxes = boxes.detach()
+        # Origins and sizes as the original computes them (float32 differences), in one copy.
+        host = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).cpu().tolist()
+        areas = [
+            _polygon_area_inside_box(p, (b[0], b[1]), (b[2], b[3]))
+            for p, b in zip(gt_masks.polygons, host)
+        ]
+        return torch.tensor(areas, dtype=torch.float64)
+    if isinstance(gt_masks, BitMasks):
+        return _bitmask_areas_inside_boxes(gt_masks.tensor, boxes.detach())
+    raise TypeError(
+        f"MaskIoU targets support PolygonMasks and BitMasks GT, got {type(gt_masks).__name__}; "
+        "set INPUT.MASK_FORMAT to 'polygon' or 'bitmask'."
+    )
 
 
 def mask_areas(gt_masks) -> torch.Tensor:
@@ -180,7 +190,7 @@ def mask_areas(gt_masks) -> torch.Tensor:
     if isinstance(gt_masks, PolygonMasks):
         return gt_masks.area().to(torch.float64).cpu()
     if isinstance(gt_masks, BitMasks):
-        return gt_masks.tensor.flatten(1).sum(dim=1).to(torch.float64).cpu()
+        return gt_masks.tensor.flatten(1).sum(dim=1).to(torch.float64)
     raise TypeError(
         f"MaskIoU targets support PolygonMasks and BitMasks GT, got {type(gt_masks).__name__}; "
         "set INPUT.MASK_FORMAT to 'polygon' or 'bitmask'."
