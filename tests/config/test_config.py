@@ -1,6 +1,5 @@
 """The configuration system: keys, defaults, every shipped YAML, class-count check."""
 
-import copy
 import logging
 
 import pytest

@@ -3,7 +3,6 @@ the safe loader (a crafted input runs nothing)."""
 
 import pickle
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

@@ -4,7 +4,6 @@ import math
 from typing import Callable, List, Tuple
 
 import torch
-from torch.nn import functional as F
 
 __all__ = [
     "extract_peaks",
