@@ -13,7 +13,6 @@ from centermask.config.reference import (
 )
 
 
-
 def test_the_config_reference_is_up_to_date():
     current = REFERENCE_PATH.read_text() if REFERENCE_PATH.is_file() else ""
     assert (

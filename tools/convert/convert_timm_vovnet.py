@@ -14,7 +14,6 @@ at it. It is verified by loading it strictly into a freshly built VoVNet of the 
 import argparse
 import sys
 
-
 from centermask.checkpoint import load_checkpoint, save_converted_checkpoint
 from centermask.modeling.backbone.timm_convert import TIMM_TO_CONV_BODY, convert_timm_vovnet
 from centermask.modeling.backbone.vovnet import STAGE_NAMES, VoVNet
