@@ -3,6 +3,12 @@
 Usage::
 
     python -m centermask.data.synthetic --out datasets/synthetic [--num-train N --num-val M --seed S]
+    python -m centermask.data.synthetic --kind crowd --out datasets/synthetic_crowd
+    python -m centermask.data.synthetic --kind sparse --out datasets/synthetic_sparse
+
+``--kind`` chooses the scenes: ``default`` (the built-in data set, :mod:`.synthetic_scene`), or
+``crowd`` / ``sparse`` (chains of overlapping same-class objects, and the same objects with no two
+boxes intersecting; :mod:`.synthetic_crowd`).
 
 Layout written under ``--out``::
 
@@ -25,7 +31,7 @@ import logging
 import os
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import cv2
 import numpy as np
@@ -34,12 +40,16 @@ from tqdm import tqdm
 
 from centermask.utils.file_io import atomic_write
 
+from .synthetic_crowd import CrowdSceneConfig, render_crowd_scene
 from .synthetic_scene import CLASS_NAMES, SceneConfig, render_scene
 
 __all__ = [
     "BUILTIN_NUM_TRAIN",
     "BUILTIN_NUM_VAL",
     "BUILTIN_SCENE",
+    "CROWD_SCENE",
+    "SPARSE_SCENE",
+    "SCENES",
     "SPLITS",
     "mask_to_polygons",
     "mask_to_rle",
@@ -119,13 +129,26 @@ BUILTIN_SCENE = SceneConfig(
 BUILTIN_NUM_TRAIN = 600
 BUILTIN_NUM_VAL = 100
 
+# The crowded scenes and their sparse control (datasets/synthetic_crowd, datasets/synthetic_sparse);
+# the same numbers of images as the built-in data set.
+CROWD_SCENE = CrowdSceneConfig(kind="crowd")
+SPARSE_SCENE = CrowdSceneConfig(kind="sparse")
+SCENES = {"default": BUILTIN_SCENE, "crowd": CROWD_SCENE, "sparse": SPARSE_SCENE}
+AnyScene = Union[SceneConfig, CrowdSceneConfig]
+
+
+def _render(rng: np.random.Generator, scene: AnyScene):
+    if isinstance(scene, CrowdSceneConfig):
+        return render_crowd_scene(rng, scene)
+    return render_scene(rng, scene)
+
 
 def _image_seed(seed: int, split: str, index: int) -> List[int]:
     return [seed, _SPLIT_SEED_OFFSET[split], index]
 
 
 def _generator_args(
-    split: str, num_images: int, seed: int, image_format: str, scene: SceneConfig
+    split: str, num_images: int, seed: int, image_format: str, scene: AnyScene
 ) -> dict:
     """What ``info.generator`` of a split's json records; equal records mean equal files."""
     return {
@@ -142,7 +165,7 @@ def generate_split(
     split: str,
     num_images: int,
     seed: int = 0,
-    scene: Optional[SceneConfig] = None,
+    scene: Optional[AnyScene] = None,
     image_format: str = "png",
     progress: bool = True,
 ) -> Dict[str, int]:
@@ -161,7 +184,7 @@ def generate_split(
         range(num_images), desc=f"synthetic {split}", unit="img", disable=not progress
     ):
         rng = np.random.default_rng(_image_seed(seed, split, index))
-        image, objects, masks = render_scene(rng, scene)
+        image, objects, masks = _render(rng, scene)
         file_name = f"{index:06d}.{image_format}"
         cv2.imwrite(str(root / split / file_name), image)
         image_id = index + 1
@@ -212,7 +235,7 @@ def generate_synthetic(
     num_train: int = BUILTIN_NUM_TRAIN,
     num_val: int = BUILTIN_NUM_VAL,
     seed: int = 0,
-    scene: Optional[SceneConfig] = None,
+    scene: Optional[AnyScene] = None,
     image_format: str = "png",
     progress: bool = True,
 ) -> Dict[str, Dict[str, int]]:
@@ -239,7 +262,7 @@ def ensure_synthetic(
     num_train: int = BUILTIN_NUM_TRAIN,
     num_val: int = BUILTIN_NUM_VAL,
     seed: int = 0,
-    scene: Optional[SceneConfig] = None,
+    scene: Optional[AnyScene] = None,
     image_format: str = "png",
     progress: bool = True,
 ) -> bool:
@@ -263,26 +286,46 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description="Write the built-in synthetic instance-segmentation data set (COCO json)."
     )
-    parser.add_argument("--out", default="datasets/synthetic", help="output folder")
+    parser.add_argument(
+        "--kind",
+        choices=sorted(SCENES),
+        default="default",
+        help="scenes: the built-in data set (default), crowded same-class chains, or their "
+        "sparse control",
+    )
+    parser.add_argument(
+        "--out", default=None, help="output folder (default: datasets/synthetic[_KIND])"
+    )
     parser.add_argument("--num-train", type=int, default=BUILTIN_NUM_TRAIN)
     parser.add_argument("--num-val", type=int, default=BUILTIN_NUM_VAL)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--format", choices=("png", "jpg"), default="png")
-    defaults = BUILTIN_SCENE
-    parser.add_argument("--min-short-side", type=int, default=defaults.min_short_side)
-    parser.add_argument("--max-short-side", type=int, default=defaults.max_short_side)
-    parser.add_argument("--min-object-size", type=float, default=defaults.min_object_size)
-    parser.add_argument("--min-objects", type=int, default=defaults.min_objects)
-    parser.add_argument("--max-objects", type=int, default=defaults.max_objects)
+    # Scene options; unset ones keep the kind's defaults.
+    parser.add_argument("--min-short-side", type=int)
+    parser.add_argument("--max-short-side", type=int)
+    parser.add_argument("--min-object-size", type=float)
+    parser.add_argument("--min-objects", type=int, help="--kind default only")
+    parser.add_argument("--max-objects", type=int, help="--kind default only")
     args = parser.parse_args(argv)
-    scene = replace(
-        defaults,
-        min_short_side=args.min_short_side,
-        max_short_side=args.max_short_side,
-        min_object_size=args.min_object_size,
-        min_objects=args.min_objects,
-        max_objects=args.max_objects,
-    )
+    scene = SCENES[args.kind]
+    overrides = {
+        key: getattr(args, key)
+        for key in (
+            "min_short_side",
+            "max_short_side",
+            "min_object_size",
+            "min_objects",
+            "max_objects",
+        )
+        if getattr(args, key) is not None
+    }
+    unknown = sorted(set(overrides) - set(asdict(scene)))
+    if unknown:
+        options = ", ".join("--" + k.replace("_", "-") for k in unknown)
+        parser.error(f"{options} do not apply to --kind {args.kind}")
+    scene = replace(scene, **overrides)
+    if args.out is None:
+        args.out = "datasets/synthetic" + ("" if args.kind == "default" else f"_{args.kind}")
     counts = generate_synthetic(
         args.out, args.num_train, args.num_val, args.seed, scene, args.format, progress=True
     )
