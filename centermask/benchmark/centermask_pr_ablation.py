@@ -24,7 +24,6 @@ continues where it stopped.
 import argparse
 import concurrent.futures
 import json
-import logging
 import math
 import multiprocessing
 import os
@@ -37,7 +36,6 @@ import numpy as np
 
 __all__ = ["ARMS", "METRICS", "arm_opts", "build_parser", "run", "summarize", "markdown_table"]
 
-logger = logging.getLogger(__name__)
 
 BASE_CONFIG = "configs/quickstart/centermask_pr_lite_V_19_slim_dw_eSE_synthetic.yaml"
 PR = "MODEL.CENTERMASK_PR."

@@ -40,6 +40,8 @@ __all__ = [
 
 SCENE_KINDS = ("crowd", "sparse")
 _MAX_LAYOUTS = 200
+# sample_object's own class, size and centre draws are replaced; only its looks are kept.
+_LOOKS_CONFIG = SceneConfig()
 
 
 @dataclass(frozen=True)
@@ -113,14 +115,10 @@ def _sample_looks(
     low, high = math.log(config.min_object_size), math.log(config.max_object_size)
     objects = []
     for class_id in classes:
-        looks = sample_object(rng, height, width, _SIZE_FREE)
+        looks = sample_object(rng, height, width, _LOOKS_CONFIG)
         diameter = math.exp(rng.uniform(low, high))
         objects.append(replace(looks, class_id=class_id, radius=diameter / 2))
     return objects
-
-
-# sample_object's own class, size and centre draws are replaced; only its looks are kept.
-_SIZE_FREE = SceneConfig()
 
 
 def _placed(obj: SceneObject, center: Tuple[float, float], height: int, width: int):

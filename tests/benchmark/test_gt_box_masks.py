@@ -1,11 +1,15 @@
 import numpy as np
 import pytest
+import torch
+from detectron2.modeling import build_model
 
 from centermask.benchmark.gt_box_masks import (
     crowded_instances,
     instance_mask_metrics,
+    masks_for_boxes,
     summarize_instances,
 )
+from tests.support.helpers import ROOT, get_config
 
 
 def _square(x0, y0, x1, y1, size=20):
@@ -70,3 +74,39 @@ def test_summary_separates_crowded_and_isolated_instances():
     assert summary["leakage_crowded"] == pytest.approx(0.3)
     assert (summary["num_crowded"], summary["num_isolated"]) == (2, 1)
     assert summarize_instances([0.9], [0.0], [False])["iou_crowded"] is None
+
+
+QUICKSTART = ROOT / "configs" / "quickstart"
+TINY = ["MODEL.FPN.OUT_CHANNELS", "32", "MODEL.CENTERMASK_PR.HEAD_CHANNELS", "16"]
+TINY += ["MODEL.CENTERMASK_PR.SHAPE_SIZE", "8", "MODEL.CHANNELS_LAST", "False"]
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("mode", ["local", "global", "both"])
+def test_masks_for_given_boxes_stay_inside_them_in_their_order(mode):
+    config = QUICKSTART / "centermask_pr_lite_V_19_slim_dw_eSE_synthetic.yaml"
+    cfg = get_config(config, *TINY, "MODEL.CENTERMASK_PR.MASK_MODE", mode)
+    model = build_model(cfg).eval()
+    # A mask threshold of 0 keeps every pixel the assembly gives a positive value: the boxes (up
+    # to one cell of the mask grid, which the bilinear resampling to the image spreads over).
+    model.mask_threshold = 0.0
+    cell = model.mask_head.mask_stride
+    image = torch.randint(0, 255, (3, 64, 96), dtype=torch.uint8)
+    boxes = torch.tensor([[8.0, 8.0, 40.0, 32.0], [48.0, 16.0, 88.0, 56.0]])
+    masks = masks_for_boxes(model, image, 64, 96, boxes, torch.tensor([2, 2]))
+    assert masks.shape == (2, 64, 96) and masks.dtype == torch.bool
+    for mask, (x0, y0, x1, y1) in zip(masks, boxes.long().tolist()):
+        assert mask.any()
+        outside = mask.clone()
+        outside[max(y0 - cell, 0) : y1 + cell, max(x0 - cell, 0) : x1 + cell] = False
+        assert not outside.any()
+
+
+def test_masks_for_given_boxes_need_the_heatmap_detector():
+    config = QUICKSTART / "centermask_pr_fcos_lite_V_19_slim_dw_eSE_synthetic.yaml"
+    model = build_model(get_config(config, *TINY)).eval()
+    image = torch.zeros((3, 64, 96), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="DETECTOR 'heatmap'"):
+        masks_for_boxes(
+            model, image, 64, 96, torch.tensor([[8.0, 8.0, 40.0, 32.0]]), torch.tensor([0])
+        )
