@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from centermask.modeling.backbone.centernet_convert import check_converted, convert_centernet_dla
 from tests.support.helpers import KEYS, ROOT, get_config, load_tool
 
-CENTERNET_KEYS = KEYS / "centernet_ctdet_coco_dla_2x.tsv"
+CENTERNET_KEYS = KEYS / "centernet" / "ctdet_coco_dla_2x.tsv"
 CONFIG = ROOT / "configs/centermask_pr/centermask_pr_DLA_34_512_from_centernet.yaml"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
