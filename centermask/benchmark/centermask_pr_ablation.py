@@ -27,6 +27,8 @@ import json
 import math
 import multiprocessing
 import os
+import re
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -34,7 +36,16 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-__all__ = ["ARMS", "METRICS", "arm_opts", "build_parser", "run", "summarize", "markdown_table"]
+__all__ = [
+    "ARMS",
+    "METRICS",
+    "arm_opts",
+    "build_parser",
+    "parse_args",
+    "run",
+    "summarize",
+    "markdown_table",
+]
 
 
 BASE_CONFIG = "configs/quickstart/centermask_pr_lite_V_19_slim_dw_eSE_synthetic.yaml"
@@ -264,8 +275,40 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"{SMOKE['iterations']} iterations on {SMOKE['num_train']} small images, first seed "
         "only: checks the pipeline, measures nothing",
     )
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for every run")
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        help="config overrides for every run, KEY VALUE pairs after the options (or after --)",
+    )
     return parser
+
+
+# A config key such as MODEL.CENTERMASK_PR.SHAPE_SIZE: where the trailing overrides begin.
+_CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)+$")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The options and the trailing ``KEY VALUE`` overrides. The overrides start at ``--`` or at
+    the first word shaped like a config key, so that they can follow a list option
+    (``--arms local both_agn MODEL.CENTERMASK_PR.SHAPE_SIZE 8``), which argparse alone would read
+    as more arms."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" in argv:
+        cut = argv.index("--")
+        head, opts = argv[:cut], argv[cut + 1 :]
+    else:
+        cut = next((i for i, word in enumerate(argv) if _CONFIG_KEY.match(word)), len(argv))
+        head, opts = argv[:cut], argv[cut:]
+    args = parser.parse_args(head)
+    opts = list(args.opts) + opts
+    if len(opts) % 2:
+        parser.error(f"config overrides come in KEY VALUE pairs, got {opts}")
+    misplaced = [word for word in opts[::2] if word.startswith("-")]
+    if misplaced:
+        parser.error(f"options go before the config overrides: {misplaced} follow {opts[0]}")
+    args.opts = opts
+    return args
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -347,7 +390,7 @@ def _write_picture(out: Path, roots, index: int, arms: Sequence[str], seed: int)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     summary = run(args)
     print(markdown_table(summary["table"], summary["seeds"]))
     print(f"written to {Path(args.output).resolve()}")

@@ -22,10 +22,11 @@ from .synthetic_scene import (
     CLASS_NAMES,
     SceneConfig,
     SceneObject,
-    _object_texture,
     compose_visible_masks,
     object_mask,
+    paint_objects,
     render_background,
+    sample_image_size,
     sample_object,
 )
 
@@ -217,9 +218,7 @@ def render_crowd_scene(
     Returns, like :func:`render_scene`: the BGR uint8 image (H, W, 3), the kept objects back to
     front, and their visible masks (bool (H, W), pairwise disjoint, non-empty).
     """
-    short = int(rng.integers(config.min_short_side, config.max_short_side + 1))
-    long = int(round(short * rng.uniform(config.min_aspect_ratio, config.max_aspect_ratio)))
-    height, width = (short, long) if rng.random() < 0.5 else (long, short)
+    height, width = sample_image_size(rng, config)
     background = render_background(rng, height, width)
     for _ in range(_MAX_LAYOUTS):
         layout = sample_crowd_layout(rng, height, width, config)
@@ -239,9 +238,4 @@ def render_crowd_scene(
             f"no {config.kind} layout fits a {height}x{width} image in {_MAX_LAYOUTS} tries: "
             f"lower the object sizes or counts of {config}"
         )
-    image = background.astype(np.float32)
-    for i in kept:
-        texture = _object_texture(objects[i], height, width)
-        image[full_masks[i]] = texture[full_masks[i]]
-    image = np.clip(image, 0, 255).astype(np.uint8)
-    return image, [objects[i] for i in kept], visible
+    return paint_objects(background, objects, full_masks, kept), [objects[i] for i in kept], visible

@@ -27,6 +27,8 @@ __all__ = [
     "object_mask",
     "compose_visible_masks",
     "render_background",
+    "sample_image_size",
+    "paint_objects",
     "render_scene",
 ]
 
@@ -222,6 +224,30 @@ def _object_texture(obj: SceneObject, height: int, width: int) -> np.ndarray:
     return texture + rng.normal(0, 4, size=(height, width, 3)).astype(np.float32)
 
 
+def sample_image_size(rng: np.random.Generator, config) -> Tuple[int, int]:
+    """(height, width) of a landscape or portrait image; ``config`` has ``min/max_short_side`` and
+    ``min/max_aspect_ratio`` (a :class:`SceneConfig` or a crowd scene's config)."""
+    short = int(rng.integers(config.min_short_side, config.max_short_side + 1))
+    long = int(round(short * rng.uniform(config.min_aspect_ratio, config.max_aspect_ratio)))
+    return (short, long) if rng.random() < 0.5 else (long, short)
+
+
+def paint_objects(
+    background: np.ndarray,
+    objects: Sequence[SceneObject],
+    full_masks: Sequence[np.ndarray],
+    kept: Sequence[int],
+) -> np.ndarray:
+    """The BGR uint8 image: the ``kept`` objects' textures over ``background`` (H, W, 3), back to
+    front, each on its full (unoccluded) mask (H, W) so that later objects cover earlier ones."""
+    height, width = background.shape[:2]
+    image = background.astype(np.float32)
+    for i in kept:
+        texture = _object_texture(objects[i], height, width)
+        image[full_masks[i]] = texture[full_masks[i]]
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
 def render_scene(
     rng: np.random.Generator, config: SceneConfig
 ) -> Tuple[np.ndarray, List[SceneObject], List[np.ndarray]]:
@@ -232,9 +258,7 @@ def render_scene(
         objects: the kept objects, back to front.
         masks: their visible masks, bool (H, W), pairwise disjoint, each non-empty.
     """
-    short = int(rng.integers(config.min_short_side, config.max_short_side + 1))
-    long = int(round(short * rng.uniform(config.min_aspect_ratio, config.max_aspect_ratio)))
-    height, width = (short, long) if rng.random() < 0.5 else (long, short)
+    height, width = sample_image_size(rng, config)
 
     background = render_background(rng, height, width)
     count = int(rng.integers(config.min_objects, config.max_objects + 1))
@@ -242,9 +266,4 @@ def render_scene(
     full_masks = [object_mask(obj, height, width) for obj in objects]
     kept, visible = compose_visible_masks(full_masks)
 
-    image = background.astype(np.float32)
-    for i in kept:
-        texture = _object_texture(objects[i], height, width)
-        image[full_masks[i]] = texture[full_masks[i]]
-    image = np.clip(image, 0, 255).astype(np.uint8)
-    return image, [objects[i] for i in kept], visible
+    return paint_objects(background, objects, full_masks, kept), [objects[i] for i in kept], visible

@@ -11,6 +11,7 @@ from centermask.benchmark.centermask_pr_ablation import (
     METRICS,
     arm_opts,
     markdown_table,
+    parse_args,
     summarize,
 )
 from tests.support.helpers import ROOT
@@ -32,6 +33,30 @@ def test_arms_set_the_mask_keys_of_the_five_variants():
     assert common[0]["SOLVER.MAX_ITER"] == "100" and common[0]["SOLVER.STEPS"] == "(80,93,)"
     with pytest.raises(ValueError, match="arm"):
         arm_opts("neither", 0, 100, 8, "out")
+
+
+def test_config_overrides_may_follow_the_list_options():
+    key = "MODEL.CENTERMASK_PR.SHAPE_SIZE"
+    args = parse_args(["--seeds", "0", "1", "--arms", "local", "both_agn", key, "8"])
+    assert args.seeds == [0, 1] and args.arms == ["local", "both_agn"]
+    assert args.opts == [key, "8"]
+    args = parse_args(["--arms", "local", "--", "SEED", "3"])
+    assert args.arms == ["local"] and args.opts == ["SEED", "3"]
+    assert parse_args(["--jobs", "1"]).opts == []
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--arms", "local", "SOLVER.MAX_ITER"], "KEY VALUE pairs"),
+        (["SOLVER.MAX_ITER", "10", "--jobs", "1"], "options go before"),
+    ],
+)
+def test_malformed_overrides_are_refused_by_name(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_summary_gives_the_mean_and_spread_over_seeds():

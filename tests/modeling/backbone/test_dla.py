@@ -1,10 +1,13 @@
 """DLA-34 and its up-path: timm's ``dla34`` weights load strictly and give timm's features;
 forward and backward with and without the deformable up-path; the up-path's building blocks."""
 
+import runpy
+
 import pytest
 import torch
 from torch.nn import functional as F
 
+from centermask.checkpoint import CenterMaskCheckpointer
 from centermask.config import get_cfg
 from centermask.modeling.backbone.dla import DLA, DLA_SPECS, imagenet_dla_state_dict
 from centermask.modeling.backbone.dla_up import (
@@ -13,6 +16,7 @@ from centermask.modeling.backbone.dla_up import (
     ModulatedDeformConv3x3,
     build_dla_backbone,
 )
+from tests.support.helpers import ROOT
 
 timm = pytest.importorskip("timm")
 
@@ -130,3 +134,36 @@ def test_bad_settings_name_the_key():
         DLAUpBackbone(freeze_at=7)
     with pytest.raises(ValueError, match="multiples of 32"):
         DLAUpBackbone(deformable_up=False)(torch.zeros(1, 3, 48, 64))
+
+
+def _conversion_tool():
+    return runpy.run_path(str(ROOT / "tools/convert/convert_imagenet_dla.py"), run_name="tool")
+
+
+def test_imagenet_conversion_tool_writes_weights_the_dla_backbone_loads(tmp_path):
+    reference = _timm_dla34()
+    source, output = tmp_path / "dla34_timm.pth", tmp_path / "dla34_imagenet.pth"
+    torch.save(reference.state_dict(), source)
+    assert _conversion_tool()["main"](["--weights", str(source), "--output", str(output)]) == 0
+
+    saved = torch.load(output, weights_only=True)
+    assert saved["matching_heuristics"] is False
+    assert all(k.startswith("backbone.base.") for k in saved["model"])
+
+    model = torch.nn.Module()
+    model.backbone = build_dla_backbone(_cfg("MODEL.DLA.DEFORMABLE_UP", "False"))
+    up_before = {k: v.clone() for k, v in model.backbone.dla_up.state_dict().items()}
+    CenterMaskCheckpointer(model).load(str(output))
+    for key in ("level5.tree2.bn2.running_var", "base_layer.0.weight"):
+        assert torch.equal(model.backbone.base.state_dict()[key], reference.state_dict()[key])
+    # The up-path is not in ImageNet weights: it keeps its initialisation.
+    after = model.backbone.dla_up.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in up_before.items())
+
+
+def test_imagenet_conversion_tool_names_a_file_of_another_network(tmp_path):
+    source = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, source)
+    with pytest.raises(SystemExit, match="resnet.pth is not a DLA-34 state dict"):
+        _conversion_tool()["main"](["--weights", str(source), "--output", str(tmp_path / "o.pth")])
+    assert not (tmp_path / "o.pth").exists()
