@@ -14,6 +14,7 @@ from .loading import (
     UnsafeCheckpointError,
     load_checkpoint,
     load_detectron2_checkpoint,
+    load_state_dict_file,
     save_safetensors,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "load_checkpoint",
     "load_detectron2_checkpoint",
+    "load_state_dict_file",
     "save_converted_checkpoint",
     "save_safetensors",
 ]

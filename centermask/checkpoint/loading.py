@@ -35,6 +35,7 @@ __all__ = [
     "load_detectron2_checkpoint",
     "load_pickle",
     "load_safetensors",
+    "load_state_dict_file",
     "load_torch",
     "save_safetensors",
 ]
@@ -242,6 +243,13 @@ def load_checkpoint(path: PathOrFile) -> Any:
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
     return _LOADERS.get(suffix, load_torch)(path)
+
+
+def load_state_dict_file(path: PathOrFile) -> Mapping[str, Any]:
+    """The weights of a published weight file (``path``, read by :func:`load_checkpoint`): its
+    ``state_dict`` or ``model`` entry when it has one, else its top level."""
+    loaded = load_checkpoint(path)
+    return loaded.get("state_dict", loaded.get("model", loaded))
 
 
 def _from_detectron_pickle(data: Any, path: str) -> Dict[str, Any]:

@@ -17,7 +17,7 @@ weights are this package's option, not the paper's recipe.
 import argparse
 import sys
 
-from centermask.checkpoint import load_checkpoint, save_converted_checkpoint
+from centermask.checkpoint import load_state_dict_file, save_converted_checkpoint
 from centermask.modeling.backbone.dla import DLA, DLA_SPECS, imagenet_dla_state_dict
 
 PREFIX = "backbone.base."
@@ -27,8 +27,7 @@ CONV_BODY = "DLA-34"
 def load_imagenet_weights(weights: str = ""):
     """State dict of DLA-34: from a local file if given, else timm's pretrained ``dla34``."""
     if weights:
-        loaded = load_checkpoint(weights)  # the safe loader: .pth weights only, .safetensors
-        return loaded.get("state_dict", loaded.get("model", loaded))
+        return load_state_dict_file(weights)  # the safe loader: .pth weights only, .safetensors
     import timm
 
     return timm.create_model("dla34", pretrained=True).state_dict()
@@ -44,16 +43,15 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, help="where to write the detectron2 .pth")
     args = parser.parse_args(argv)
 
+    source = args.weights or "timm dla34"
     body_state = imagenet_dla_state_dict(load_imagenet_weights(args.weights))
     try:
         DLA(DLA_SPECS[CONV_BODY]).load_state_dict(body_state, strict=True)
     except RuntimeError as error:
-        source = args.weights or "timm dla34"
         raise SystemExit(f"{source} is not a {CONV_BODY} state dict: {error}") from None
     converted = {PREFIX + key: value for key, value in body_state.items()}
 
-    source = f"ImageNet {CONV_BODY} ({args.weights or 'timm dla34'})"
-    output = save_converted_checkpoint(converted, args.output, source)
+    output = save_converted_checkpoint(converted, args.output, f"ImageNet {CONV_BODY} ({source})")
     print(f"{CONV_BODY}: wrote {len(converted)} tensors to {output}")
     return 0
 

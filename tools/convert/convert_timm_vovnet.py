@@ -14,7 +14,7 @@ at it. It is verified by loading it strictly into a freshly built VoVNet of the 
 import argparse
 import sys
 
-from centermask.checkpoint import load_checkpoint, save_converted_checkpoint
+from centermask.checkpoint import load_state_dict_file, save_converted_checkpoint
 from centermask.modeling.backbone.timm_convert import TIMM_TO_CONV_BODY, convert_timm_vovnet
 from centermask.modeling.backbone.vovnet import STAGE_NAMES, VoVNet
 
@@ -24,8 +24,7 @@ PREFIX = "backbone.bottom_up."
 def load_timm_weights(timm_model: str, weights: str = ""):
     """State dict of ``timm_model``: from a local file if given, else timm's pretrained weights."""
     if weights:
-        loaded = load_checkpoint(weights)  # the safe loader: .pth weights only, .safetensors
-        return loaded.get("state_dict", loaded.get("model", loaded))
+        return load_state_dict_file(weights)  # the safe loader: .pth weights only, .safetensors
     import timm
 
     return timm.create_model(timm_model, pretrained=True).state_dict()
